@@ -1,0 +1,188 @@
+"""The eSSM layer: block-diagonal diagonal complex MIMO state spaces with two exact views.
+
+Per head s (of S), with h = d_model // S channels and n = d_state // S complex states:
+
+    x_k = Lambda_bar * x_{k-1} + B_bar @ u_k        (Lambda_bar: (n,), B_bar: (n, h))
+    y_k = Re(C @ x_k) + D * u_k                      (C: (h, n), D: (h,))
+
+`forward` evaluates this as a convolution ("project first, then convolve each state channel
+with its Vandermonde kernel by FFT"); `step` and `prefill` carry the state x explicitly.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tsessm.errors import StreamingNotSupported
+from tsessm.nn.init import INITS
+
+DISCRETIZATIONS = ("zoh", "bilinear")
+
+
+def _softplus_inverse(x: Tensor) -> Tensor:
+    return x + torch.log(-torch.expm1(-x))
+
+
+def causal_state_conv(v: Tensor, log_lambda_bar: Tensor) -> Tensor:
+    """x_k = sum_{j<=k} Lambda_bar^j v_{k-j} for every k, by FFT of length 2L (no wrap-around).
+
+    v: (batch, L, S, n) complex; log_lambda_bar: (S, n) complex. Returns (batch, L, S, n).
+    """
+    length = v.shape[1]
+    powers = torch.arange(length, device=v.device, dtype=v.real.dtype)
+    kernel = torch.exp(powers[:, None, None] * log_lambda_bar)  # (L, S, n): one Vandermonde shot
+    n_fft = 2 * length
+    x = torch.fft.ifft(torch.fft.fft(v, n=n_fft, dim=1) * torch.fft.fft(kernel, n=n_fft, dim=0), dim=1)
+    return x[:, :length]
+
+
+class ESSMLayer(nn.Module):
+    """The pure state-space core: `(batch, length, d_model) -> (batch, length, d_model)`.
+
+    Args:
+        d_model: channels H; split into `n_heads` heads of h = H / S channels.
+        d_state: total complex states N; each head has n = N / S.
+        n_heads: number of independent heads S (block-diagonal system).
+        bidirectional: also read the future through the mirrored kernel (no streaming form).
+        discretization: "zoh" or "bilinear".
+        init: eigenvalue initialisation, "s4d-lin", "s4d-inv" or "legs".
+        dt_min, dt_max: range of the log-uniform initial step size Delta (one per state).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 64,
+        n_heads: int = 1,
+        bidirectional: bool = False,
+        discretization: str = "zoh",
+        init: str = "s4d-lin",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+    ) -> None:
+        super().__init__()
+        if n_heads < 1 or d_model % n_heads or d_state % n_heads:
+            raise ValueError(
+                f"n_heads={n_heads} must divide d_model={d_model} and d_state={d_state}"
+            )
+        if discretization not in DISCRETIZATIONS:
+            raise ValueError(f"discretization must be one of {DISCRETIZATIONS}, got {discretization!r}")
+        if init not in INITS:
+            raise ValueError(f"init must be one of {sorted(INITS)}, got {init!r}")
+        if not 0 < dt_min <= dt_max:
+            raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
+        self.d_model, self.d_state, self.n_heads = d_model, d_state, n_heads
+        self.bidirectional, self.discretization = bidirectional, discretization
+        S, h, n = n_heads, d_model // n_heads, d_state // n_heads
+        self.h, self.n = h, n
+
+        lam = torch.as_tensor(INITS[init](n), dtype=torch.complex64).expand(S, n)
+        # Re(lambda) = -(softplus(raw) + floor): negative for every parameter value.
+        self._re_floor = 1e-4
+        self.lambda_re_raw = nn.Parameter(_softplus_inverse(-lam.real - self._re_floor).clone())
+        self.lambda_im = nn.Parameter(lam.imag.clone())
+        log_dt = torch.rand(S, n) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        self.log_dt = nn.Parameter(log_dt)
+        self.B = nn.Parameter(torch.randn(2, S, n, h) / math.sqrt(2 * h))  # (re, im)
+        self.C = nn.Parameter(torch.randn(2, S, h, n) / math.sqrt(n))  # (re, im)
+        self.D = nn.Parameter(torch.randn(S, h))
+        if bidirectional:  # the future is read out through its own C, same Lambda and B
+            self.C_back = nn.Parameter(torch.randn(2, S, h, n) / math.sqrt(n))
+
+    # ----- the discretised system -------------------------------------------------------
+    def continuous_lambda(self) -> Tensor:
+        """(S, n) complex eigenvalues, Re < 0 by construction."""
+        re = -(F.softplus(self.lambda_re_raw) + self._re_floor)
+        return torch.complex(re, self.lambda_im)
+
+    def _discretize(self) -> tuple[Tensor, Tensor]:
+        """(log Lambda_bar (S, n), B_bar (S, n, h)), both complex."""
+        lam = self.continuous_lambda()
+        dt = torch.exp(self.log_dt).to(lam.dtype)
+        B = torch.complex(self.B[0], self.B[1])
+        if self.discretization == "zoh":
+            log_lambda_bar = dt * lam
+            scale = torch.expm1(log_lambda_bar) / lam
+        else:
+            denom = 1 - dt * lam / 2
+            log_lambda_bar = torch.log((1 + dt * lam / 2) / denom)
+            scale = dt / denom
+        return log_lambda_bar, scale[..., None] * B
+
+    def discrete_system(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(Lambda_bar (S, n), B_bar (S, n, h), C (S, h, n), D (S, h)) of the causal recurrence.
+
+        For a bidirectional layer this is the causal (past) half only.
+        """
+        log_lambda_bar, B_bar = self._discretize()
+        return torch.exp(log_lambda_bar), B_bar, torch.complex(self.C[0], self.C[1]), self.D
+
+    # ----- shared pieces ----------------------------------------------------------------
+    def _heads(self, u: Tensor) -> Tensor:
+        return u.reshape(*u.shape[:-1], self.n_heads, self.h)
+
+    def _project(self, u: Tensor, B_bar: Tensor) -> Tensor:
+        """B_bar @ u per head: (..., d_model) real -> (..., S, n) complex."""
+        uh = self._heads(u)
+        re = torch.einsum("...sh,snh->...sn", uh, B_bar.real)
+        im = torch.einsum("...sh,snh->...sn", uh, B_bar.imag)
+        return torch.complex(re, im)
+
+    def _readout(self, x: Tensor, C: Tensor, u: Tensor) -> Tensor:
+        """Re(C @ x) + D u per head: x (..., S, n) complex -> (..., d_model) real."""
+        y = torch.einsum("...sn,shn->...sh", x.real, C[0]) - torch.einsum(
+            "...sn,shn->...sh", x.imag, C[1]
+        )
+        y = y + self.D * self._heads(u)
+        return y.reshape(*u.shape)
+
+    def _check_streamable(self, what: str) -> None:
+        if self.bidirectional:
+            raise StreamingNotSupported(
+                f"{what} is not available for a bidirectional eSSM layer: its output at time t "
+                "depends on inputs after t, which a stream has not seen yet"
+            )
+
+    # ----- convolution view -------------------------------------------------------------
+    def forward(self, u: Tensor) -> Tensor:
+        """u: (batch, L, d_model) -> y: (batch, L, d_model), by FFT convolution."""
+        log_lambda_bar, B_bar = self._discretize()
+        v = self._project(u, B_bar)
+        x = causal_state_conv(v, log_lambda_bar)
+        y = self._readout(x, self.C, u)
+        if self.bidirectional:
+            # Mirror kernel: x_back_k = sum_{j>k} Lambda_bar^{j-k} v_j (the present counted once).
+            x_back = causal_state_conv(v.flip(1), log_lambda_bar).flip(1) - v
+            y = y + self._readout(x_back, self.C_back, torch.zeros_like(u))
+        return y
+
+    # ----- recurrent view ---------------------------------------------------------------
+    def initial_state(self, batch: int) -> Tensor:
+        """The zero state: (batch, S, n) complex, on the parameters' device and dtype."""
+        dtype = torch.complex128 if self.B.dtype == torch.float64 else torch.complex64
+        return torch.zeros(batch, self.n_heads, self.n, dtype=dtype, device=self.B.device)
+
+    def step(self, u_t: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """One observation: u_t (batch, d_model), state (batch, S, n) -> (y_t, new state)."""
+        self._check_streamable("step")
+        log_lambda_bar, B_bar = self._discretize()
+        state = torch.exp(log_lambda_bar) * state + self._project(u_t, B_bar)
+        return self._readout(state, self.C, u_t), state
+
+    def prefill(self, u: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Convolution view over u (batch, L, d_model) starting from `state` (zero if None).
+
+        Returns y (batch, L, d_model) and the state after the last step, (batch, S, n);
+        equal to calling `step` L times.
+        """
+        self._check_streamable("prefill")
+        log_lambda_bar, B_bar = self._discretize()
+        x = causal_state_conv(self._project(u, B_bar), log_lambda_bar)
+        if state is not None:
+            # The carried state decays as Lambda_bar^(k+1) into position k.
+            powers = torch.arange(1, u.shape[1] + 1, device=u.device, dtype=u.dtype)
+            x = x + torch.exp(powers[:, None, None] * log_lambda_bar) * state[:, None]
+        return self._readout(x, self.C, u), x[:, -1]
