@@ -99,7 +99,20 @@ class ESSMLayer(nn.Module):
         return torch.complex(re, self.lambda_im)
 
     def _discretize(self) -> tuple[Tensor, Tensor]:
-        """(log Lambda_bar (S, n), B_bar (S, n, h)), both complex."""
+        """(log Lambda_bar (S, n), B_bar (S, n, h)), both complex.
+
+        Without autograd (streaming) the result is cached until a parameter changes, so one
+        `step` costs a handful of small tensor ops, not a rediscretisation.
+        """
+        if torch.is_grad_enabled():
+            return self._compute_discretization()
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
+        if getattr(self, "_cache_key", None) != key:
+            self._cache = self._compute_discretization()
+            self._cache_key = key
+        return self._cache
+
+    def _compute_discretization(self) -> tuple[Tensor, Tensor]:
         lam = self.continuous_lambda()
         dt = torch.exp(self.log_dt).to(lam.dtype)
         B = torch.complex(self.B[0], self.B[1])
@@ -124,20 +137,25 @@ class ESSMLayer(nn.Module):
     def _heads(self, u: Tensor) -> Tensor:
         return u.reshape(*u.shape[:-1], self.n_heads, self.h)
 
+    def _per_head_matmul(self, a: Tensor, w: Tensor) -> Tensor:
+        """(..., S, i) @ (S, i, o) -> (..., S, o) as one batched matmul over heads."""
+        lead = a.shape[:-2]
+        a = a.reshape(-1, self.n_heads, a.shape[-1]).transpose(0, 1)
+        return torch.bmm(a, w).transpose(0, 1).reshape(*lead, self.n_heads, w.shape[-1])
+
     def _project(self, u: Tensor, B_bar: Tensor) -> Tensor:
         """B_bar @ u per head: (..., d_model) real -> (..., S, n) complex."""
-        uh = self._heads(u)
-        re = torch.einsum("...sh,snh->...sn", uh, B_bar.real)
-        im = torch.einsum("...sh,snh->...sn", uh, B_bar.imag)
-        return torch.complex(re, im)
+        w = torch.cat([B_bar.real, B_bar.imag], dim=1).transpose(1, 2)  # (S, h, 2n)
+        v = self._per_head_matmul(self._heads(u), w)
+        return torch.complex(v[..., : self.n], v[..., self.n :])
 
-    def _readout(self, x: Tensor, C: Tensor, u: Tensor) -> Tensor:
-        """Re(C @ x) + D u per head: x (..., S, n) complex -> (..., d_model) real."""
-        y = torch.einsum("...sn,shn->...sh", x.real, C[0]) - torch.einsum(
-            "...sn,shn->...sh", x.imag, C[1]
-        )
-        y = y + self.D * self._heads(u)
-        return y.reshape(*u.shape)
+    def _readout(self, x: Tensor, C: Tensor, u: Tensor | None) -> Tensor:
+        """Re(C @ x) (+ D u) per head: x (..., S, n) complex -> (..., d_model) real."""
+        w = torch.cat([C[0], -C[1]], dim=2).transpose(1, 2)  # (S, 2n, h)
+        y = self._per_head_matmul(torch.cat([x.real, x.imag], dim=-1), w)
+        if u is not None:
+            y = y + self.D * self._heads(u)
+        return y.reshape(*y.shape[:-2], self.d_model)
 
     def _check_streamable(self, what: str) -> None:
         if self.bidirectional:
@@ -156,7 +174,7 @@ class ESSMLayer(nn.Module):
         if self.bidirectional:
             # Mirror kernel: x_back_k = sum_{j>k} Lambda_bar^{j-k} v_j (the present counted once).
             x_back = causal_state_conv(v.flip(1), log_lambda_bar).flip(1) - v
-            y = y + self._readout(x_back, self.C_back, torch.zeros_like(u))
+            y = y + self._readout(x_back, self.C_back, None)
         return y
 
     # ----- recurrent view ---------------------------------------------------------------

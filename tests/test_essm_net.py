@@ -1,0 +1,68 @@
+"""ESSMNet: shapes, the three exact views through the whole stack, causality and gradients."""
+import pytest
+import torch
+
+from tsessm import StreamingNotSupported
+from tsessm.nn import ESSMNet
+
+
+def _relative_error(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+@pytest.mark.parametrize("mixer", ["linear", "glu"])
+@pytest.mark.parametrize("discretization", ["zoh", "bilinear"])
+def test_forward_step_prefill_agree(mixer, discretization):
+    torch.manual_seed(0)
+    net = ESSMNet(3, 2, horizon=5, d_model=16, n_layers=3, d_state=8, n_heads=2,
+                  discretization=discretization, dropout=0.3, mixer=mixer).eval()
+    x = torch.randn(2, 90, 3)
+    with torch.no_grad():
+        y = net(x)
+        state, stepped = net.initial_state(2), []
+        for t in range(x.shape[1]):
+            y_t, state = net.step(x[:, t], state)
+            stepped.append(y_t)
+        stepped = torch.stack(stepped, 1)
+        y_pre, state_pre = net.prefill(x)
+        y_a, mid = net.prefill(x[:, :41])
+        y_b, end = net.prefill(x[:, 41:], mid)
+    assert y.shape == (2, 90, 5, 2)
+    assert _relative_error(stepped, y) <= 1e-5
+    assert _relative_error(y_pre, y) <= 1e-5
+    assert _relative_error(torch.cat([y_a, y_b], 1), y) <= 1e-5
+    for s_step, s_pre, s_end in zip(state, state_pre, end):
+        assert _relative_error(s_pre, s_step) <= 1e-5
+        assert _relative_error(s_end, s_step) <= 1e-5
+
+
+def test_causal_net_ignores_the_future_bidirectional_does_not():
+    torch.manual_seed(0)
+    x = torch.randn(1, 40, 2, dtype=torch.float64)
+    changed = x.clone()
+    changed[:, 25:] += 1.0
+    causal = ESSMNet(2, 1, 3, d_model=8, d_state=4).double()
+    assert (causal(x)[:, :25] - causal(changed)[:, :25]).abs().max() < 1e-10
+    bidir = ESSMNet(2, 1, 3, d_model=8, d_state=4, bidirectional=True, dt_min=0.05, dt_max=0.5).double()
+    assert (bidir(x)[:, :25] - bidir(changed)[:, :25]).abs().max() > 1e-4
+    with pytest.raises(StreamingNotSupported):
+        bidir.step(x[:, 0], bidir.initial_state(1))
+    with pytest.raises(StreamingNotSupported):
+        bidir.prefill(x)
+
+
+def test_gradients_reach_every_parameter_and_double_works():
+    torch.manual_seed(0)
+    net = ESSMNet(2, 2, 4, d_model=8, n_layers=2, d_state=4, n_heads=2).double()
+    out = net(torch.randn(3, 20, 2, dtype=torch.float64))
+    assert out.dtype == torch.float64
+    out.pow(2).mean().backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="horizon"):
+        ESSMNet(1, 1, 0)
+    with pytest.raises(ValueError, match="mixer"):
+        ESSMNet(1, 1, 4, mixer="attention")
