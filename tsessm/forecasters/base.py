@@ -1,0 +1,216 @@
+"""BaseForecaster: validation, conversion and persistence once, for every model.
+
+Public `fit / predict / update / save / load` check and convert the input, then call the
+subclass's private `_fit / _predict / _update` with plain float64 arrays. Subclasses only
+learn and forecast.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from tsessm.data import Series, future_index, resolve_target, to_output, to_series, with_covariates
+
+FORMAT_VERSION = 1
+
+
+def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
+    """Write a file so that readers see the old content or the new one, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class BaseForecaster(BaseEstimator):
+    """Shared behaviour of every tsessm forecaster (scikit-learn estimator conventions).
+
+    Subclasses implement:
+      _fit(values, target_idx, val_values)  values: (T, C) float64, original units
+      _predict() -> (horizon, n_targets) float64 forecast after the last row seen
+      _update(values)                      absorb rows that follow the last one seen
+      _min_length() -> int                 rows `fit` needs
+    and may implement `_forecast_windows` / `_forecast_stream` for backtests.
+    """
+
+    # ----- parameter checks ---------------------------------------------------------------
+    def _check_params(self) -> None:
+        if isinstance(self.horizon, bool) or not isinstance(self.horizon, (int, np.integer)) or self.horizon < 1:
+            raise ValueError(f"horizon must be a positive integer, got {self.horizon!r}")
+
+    def _min_length(self) -> int:
+        return 1
+
+    # ----- fit ---------------------------------------------------------------------------
+    def _prepare(self, y: Any, X: Any, name: str, freq: Any = None) -> Series:
+        missing = getattr(self, "missing", "error")
+        series = to_series(y, missing=missing, name=name, freq=freq)
+        if X is not None:
+            x_name = "X" if name == "y" else name.replace("y", "X", 1)
+            series = with_covariates(series, to_series(X, missing=missing, name=x_name, freq=series.freq))
+        return series
+
+    def fit(self, y: Any, X: Any = None, *, y_val: Any = None, X_val: Any = None) -> "BaseForecaster":
+        """Fit on `y` (+ covariates `X`, used as inputs only). Returns self.
+
+        y_val / X_val: an optional validation stretch that follows `y` (rows at or before the
+        end of `y` are ignored), used by models with early stopping.
+        """
+        self._check_params()
+        series = self._prepare(y, X, "y")
+        targets = resolve_target(series.columns, self.target)
+        need = self._min_length()
+        if len(series) < need:
+            raise ValueError(
+                f"y has {len(series)} rows; {type(self).__name__} with these settings needs at least {need}"
+            )
+        val_values = None
+        if y_val is not None:
+            val = self._prepare(y_val, X_val, "y_val", freq=series.freq)
+            if val.columns != series.columns:
+                raise ValueError(f"y_val columns {val.columns} differ from y's {series.columns}")
+            keep = np.asarray(val.index > series.index[-1])
+            val_values = val.values[keep]
+            if len(val_values) == 0:
+                raise ValueError("y_val has no rows after the end of y")
+        target_idx = [series.columns.index(t) for t in targets]
+        self._fit(series.values, target_idx, val_values)
+        self.columns_ = series.columns
+        self.target_columns_ = targets
+        self.freq_ = series.freq
+        self.last_index_ = series.index[-1:]
+        self.input_kind_ = replace(series, values=series.values[:0], index=series.index[:0], filled=None)
+        self.n_seen_ = len(series)
+        return self
+
+    # ----- predict -----------------------------------------------------------------------
+    def _resolve_fh(self, fh: int | Sequence[int] | None) -> np.ndarray:
+        if fh is None:
+            return np.arange(1, self.horizon + 1)
+        steps = np.atleast_1d(np.asarray(fh))
+        if steps.ndim != 1 or not np.issubdtype(steps.dtype, np.integer) or len(steps) == 0:
+            raise ValueError(f"fh must be an integer or a list of integers in 1..{self.horizon}, got {fh!r}")
+        if steps.min() < 1 or steps.max() > self.horizon:
+            raise ValueError(f"fh must lie in 1..horizon={self.horizon}, got {steps.tolist()}")
+        return steps
+
+    def predict(self, fh: int | Sequence[int] | None = None) -> Any:
+        """Forecast the steps `fh` (1-based, default 1..horizon) after the last observation seen.
+
+        Returns the input's kind: pandas/polars with future timestamps, numpy (len(fh), n_targets).
+        """
+        check_is_fitted(self, "n_seen_")
+        steps = self._resolve_fh(fh)
+        forecast = self._predict()[steps - 1]
+        index = future_index(self.last_index_, self.freq_, steps)
+        return to_output(forecast, list(self.target_columns_), index, self.input_kind_)
+
+    # ----- update ------------------------------------------------------------------------
+    def update(self, y_new: Any, X_new: Any = None) -> "BaseForecaster":
+        """Absorb observations that follow the last one seen, without refitting. Returns self."""
+        check_is_fitted(self, "n_seen_")
+        series = self._prepare(y_new, X_new, "y_new", freq=self.freq_)
+        if sorted(series.columns) != sorted(self.columns_):
+            missing = sorted(set(self.columns_) - set(series.columns))
+            extra = sorted(set(series.columns) - set(self.columns_))
+            raise ValueError(
+                f"y_new columns differ from the fitted ones: missing {missing}, unexpected {extra}"
+            )
+        values = series.values[:, [series.columns.index(c) for c in self.columns_]]
+        self._check_continues(series.index)
+        self._update(values)
+        self.last_index_ = series.index[-1:]
+        self.n_seen_ += len(values)
+        return self
+
+    def _check_continues(self, index: pd.Index) -> None:
+        last = self.last_index_[0]
+        if self.input_kind_.kind.startswith("numpy"):
+            return  # integer steps carry no labels: a numpy chunk follows by definition
+        expected = last + (pd.Timedelta(self.freq_) if isinstance(index, pd.DatetimeIndex) else self.freq_)
+        if index[0] != expected:
+            what = "is not after" if index[0] <= last else "leaves a gap after"
+            raise ValueError(
+                f"y_new starts at {index[0]}, which {what} the last observation {last}; "
+                f"expected {expected}"
+            )
+
+    # ----- persistence -------------------------------------------------------------------
+    def _get_fitted_state(self) -> dict:
+        """Everything learned, as picklable CPU objects (subclasses extend)."""
+        return {k: v for k, v in self.__dict__.items() if k.endswith("_") and not k.startswith("__")}
+
+    def _set_fitted_state(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fitted model to one file, atomically (a pickle: load only files you trust)."""
+        check_is_fitted(self, "n_seen_")
+        payload = {
+            "format": FORMAT_VERSION,
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "params": self.get_params(deep=False),
+            "state": self._get_fitted_state(),
+        }
+        atomic_write_bytes(path, pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, **overrides: Any) -> "BaseForecaster":
+        """Read a model written by `save`. `overrides` replace saved parameters (e.g. device)."""
+        with open(path, "rb") as f:
+            payload = _CPUUnpickler(f).load()
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{path} is not a tsessm model file (or was written by an incompatible version)")
+        saved = payload["class"].rsplit(".", 1)[-1]
+        if cls is not BaseForecaster and saved != cls.__name__:
+            raise TypeError(f"{path} holds a {saved}, not a {cls.__name__}")
+        target_cls = cls if cls is not BaseForecaster else _class_by_path(payload["class"])
+        model = target_cls(**{**payload["params"], **overrides})
+        model._set_fitted_state(payload["state"])
+        return model
+
+    # ----- backtest hooks ----------------------------------------------------------------
+    def _forecast_windows(self, values: np.ndarray, origins: np.ndarray, lookback: int) -> np.ndarray:
+        """Forecast at each origin t from rows [t-lookback+1, t] only: (N, horizon, n_targets)."""
+        raise NotImplementedError(f"{type(self).__name__} has no windowed backtest")
+
+    def _forecast_stream(self, values: np.ndarray) -> np.ndarray:
+        """Forecast at every row of `values` from the fitted state (one pass): (T, horizon, k)."""
+        raise NotImplementedError(f"{type(self).__name__} has no one-pass backtest")
+
+
+def _class_by_path(path: str) -> type:
+    import importlib
+
+    module, name = path.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
+
+
+class _CPUUnpickler(pickle.Unpickler):
+    """Unpickles tensors saved on any device onto the CPU (a GPU-trained model loads anywhere)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "torch.storage" and name == "_load_from_bytes":
+            import io
+
+            import torch
+
+            return lambda b: torch.load(io.BytesIO(b), map_location="cpu", weights_only=False)
+        return super().find_class(module, name)

@@ -1,0 +1,125 @@
+"""ESSMForecaster: eSSM trained in convolution mode, forecasting online in recurrent mode."""
+from __future__ import annotations
+
+from torch import nn
+
+from tsessm.errors import StreamingNotSupported
+from tsessm.forecasters.neural import NeuralForecaster
+from tsessm.nn import ESSMNet
+
+# The eigenvalues and steps learn at a gentler rate and without weight decay (as in S4).
+_SSM_DYNAMICS = ("lambda_re_raw", "lambda_im", "log_dt")
+_SSM_LR_CAP = 1e-3
+
+
+class ESSMForecaster(NeuralForecaster):
+    """Forecast the next `horizon` steps with a deep causal eSSM.
+
+    Args:
+        horizon: steps forecast at once.
+        target: column name(s) to forecast; None = every column. Other columns are inputs (MS).
+        lookback: history one training example warms up on; the windowed backtest sees this many rows.
+        d_model, n_layers, d_state, n_heads, bidirectional, discretization, init, mixer: the net
+            (see `tsessm.nn.ESSMNet`). A bidirectional model trains and backtests on windows but
+            cannot stream.
+        dropout, lr, epochs, batch_size, patience: training; AdamW with a one-cycle schedule,
+            early stopping after `patience` epochs without validation improvement.
+        steps_per_epoch: optimizer steps per epoch; None = a quarter of the distinct windows
+            (10 to 200 batches).
+        validation_fraction: tail of `y` held out for early stopping when no `y_val` is given.
+        relative: forecast the change from the current value (a streaming-safe normalisation).
+        missing: "error", "ffill" or "interpolate" for gaps and NaN in the input.
+        device: "auto" (CUDA when present), "cpu", "cuda", ...
+        verbose: 0 silences the progress bar.
+        random_state: seed; the same seed gives identical predictions on CPU.
+    """
+
+    def __init__(
+        self,
+        horizon: int = 24,
+        target=None,
+        lookback: int = 96,
+        d_model: int = 64,
+        n_layers: int = 2,
+        d_state: int = 64,
+        n_heads: int = 1,
+        bidirectional: bool = False,
+        discretization: str = "zoh",
+        init: str = "s4d-lin",
+        mixer: str = "linear",
+        dropout: float = 0.1,
+        lr: float = 3e-3,
+        epochs: int = 10,
+        batch_size: int = 32,
+        steps_per_epoch: int | None = None,
+        patience: int = 3,
+        validation_fraction: float = 0.1,
+        relative: bool = True,
+        missing: str = "error",
+        device: str = "auto",
+        verbose: int = 1,
+        random_state: int | None = None,
+    ) -> None:
+        self.horizon = horizon
+        self.target = target
+        self.lookback = lookback
+        self.d_model = d_model
+        self.n_layers = n_layers
+        self.d_state = d_state
+        self.n_heads = n_heads
+        self.bidirectional = bidirectional
+        self.discretization = discretization
+        self.init = init
+        self.mixer = mixer
+        self.dropout = dropout
+        self.lr = lr
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.steps_per_epoch = steps_per_epoch
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.relative = relative
+        self.missing = missing
+        self.device = device
+        self.verbose = verbose
+        self.random_state = random_state
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        # Building a throw-away net checks d_model/n_heads/d_state/discretization/init/mixer.
+        self._build_net(1, 1)
+
+    def _build_net(self, n_in: int, n_out: int) -> nn.Module:
+        return ESSMNet(
+            n_in, n_out, self.horizon, d_model=self.d_model, n_layers=self.n_layers,
+            d_state=self.d_state, n_heads=self.n_heads, bidirectional=self.bidirectional,
+            discretization=self.discretization, dropout=self.dropout, init=self.init, mixer=self.mixer,
+        )
+
+    def _param_groups(self, net: nn.Module) -> list[dict]:
+        dynamics = [p for n, p in net.named_parameters() if n.rsplit(".", 1)[-1] in _SSM_DYNAMICS]
+        rest = [p for n, p in net.named_parameters() if n.rsplit(".", 1)[-1] not in _SSM_DYNAMICS]
+        return [
+            {"params": rest},
+            {"params": dynamics, "lr": min(self.lr, _SSM_LR_CAP), "weight_decay": 0.0},
+        ]
+
+    def _reset_stream(self, xs) -> None:
+        if self.bidirectional:  # no recurrent form: the forecast after fit comes from the last window
+            out = self._run(self._tensor(xs[-self.lookback :])[None])[0, -1]
+            self.state_, self.last_out_ = None, out.detach().cpu().numpy()
+            return
+        super()._reset_stream(xs)
+
+    def _update(self, values) -> None:
+        if self.bidirectional:
+            raise StreamingNotSupported(
+                "update() needs the recurrent form, which a bidirectional eSSM does not have: "
+                "it reads the future of every position; refit, or use bidirectional=False"
+            )
+        super()._update(values)
+
+    def _forecast_stream(self, values):
+        if self.bidirectional:
+            raise StreamingNotSupported("a bidirectional eSSM has no one-pass causal backtest")
+        return super()._forecast_stream(values)

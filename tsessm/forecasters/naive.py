@@ -1,0 +1,55 @@
+"""NaiveForecaster: last value or seasonal naive, the floor every real model must beat."""
+from __future__ import annotations
+
+import numpy as np
+
+from tsessm.forecasters.base import BaseForecaster
+
+
+class NaiveForecaster(BaseForecaster):
+    """Repeat the last value (`season_length=1`) or the last full season.
+
+    The forecast for step k is y[t + k - season_length * ceil(k / season_length)].
+    """
+
+    def __init__(self, horizon: int = 24, target=None, season_length: int = 1, missing: str = "error",
+                 random_state: int | None = None) -> None:
+        self.horizon = horizon
+        self.target = target
+        self.season_length = season_length
+        self.missing = missing
+        self.random_state = random_state  # unused: the forecast is deterministic
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        m = self.season_length
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
+            raise ValueError(f"season_length must be a positive integer, got {m!r}")
+
+    def _min_length(self) -> int:
+        return self.season_length
+
+    def _lags(self) -> np.ndarray:
+        """For step k (1..H), how far back the repeated value lies: (H,), in 0..season_length-1."""
+        k = np.arange(1, self.horizon + 1)
+        return self.season_length * np.ceil(k / self.season_length).astype(int) - k
+
+    def _fit(self, values, target_idx, val_values) -> None:
+        self.target_idx_ = list(target_idx)
+        self.tail_ = values[-self.season_length :, self.target_idx_]
+
+    def _update(self, values) -> None:
+        self.tail_ = np.vstack([self.tail_, values[:, self.target_idx_]])[-self.season_length :]
+
+    def _predict(self) -> np.ndarray:
+        return self.tail_[len(self.tail_) - 1 - self._lags()]
+
+    def _forecast_stream(self, values: np.ndarray) -> np.ndarray:
+        ys = values[:, self.target_idx_]
+        rows = np.arange(len(ys))[:, None] - self._lags()[None]  # (T, H); negative = not yet seen
+        return ys[np.clip(rows, 0, None)]
+
+    def _forecast_windows(self, values: np.ndarray, origins: np.ndarray, lookback: int) -> np.ndarray:
+        if lookback < self.season_length:
+            raise ValueError(f"lookback={lookback} is shorter than season_length={self.season_length}")
+        return self._forecast_stream(values)[origins]

@@ -1,0 +1,233 @@
+"""NeuralForecaster: the trainer and the streaming state shared by the eSSM and LSTM forecasters.
+
+A subclass only says which net to build (`_build_net`). The net maps (batch, L, n_in) to
+(batch, L, horizon, n_out) causally and has `initial_state / step / prefill`.
+
+Training (convolution view): random windows of `2 * lookback` rows, loss on every position
+after a burn-in of `lookback // 2`, so each window yields many examples and the model learns to
+forecast from a warmed-up state -- the state it carries when streaming. Inputs are scaled with
+the train-set standard scaler; with `relative=True` the net forecasts the change from the
+current (scaled) value, a position-wise trick that has the same streaming form.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from tsessm.forecasters.base import BaseForecaster
+
+# Chunks shorter than this are absorbed step by step; longer ones by one prefill (same state).
+PREFILL_MIN_ROWS = 16
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class NeuralForecaster(BaseForecaster):
+    """Trainer, scaler and recurrent state for causal sequence-to-forecast nets."""
+
+    # ----- what subclasses provide -------------------------------------------------------
+    def _build_net(self, n_in: int, n_out: int) -> nn.Module:
+        raise NotImplementedError
+
+    def _param_groups(self, net: nn.Module) -> list[dict]:
+        return [{"params": list(net.parameters())}]
+
+    # ----- checks ------------------------------------------------------------------------
+    def _check_params(self) -> None:
+        super()._check_params()
+        if self.steps_per_epoch is not None and (
+            not isinstance(self.steps_per_epoch, (int, np.integer)) or self.steps_per_epoch < 1
+        ):
+            raise ValueError(f"steps_per_epoch must be a positive integer or None, got {self.steps_per_epoch!r}")
+        for name in ("lookback", "epochs", "batch_size", "patience"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
+        resolve_device(self.device)  # raises on an unknown device string
+
+    def _min_length(self) -> int:
+        return self.lookback + self.horizon + 1
+
+    # ----- data helpers ------------------------------------------------------------------
+    def _scale(self, values: np.ndarray) -> np.ndarray:
+        return ((values - self.mean_) / self.std_).astype(np.float32)
+
+    def _unscale_targets(self, scaled: np.ndarray) -> np.ndarray:
+        idx = self.target_idx_
+        return scaled * self.std_[idx] + self.mean_[idx]
+
+    def _tensor(self, array: np.ndarray) -> Tensor:
+        return torch.as_tensor(array, device=self.device_)
+
+    def _run(self, x: Tensor) -> Tensor:
+        """Convolution view plus the relative anchor: x (B, L, C) -> (B, L, H, k) scaled."""
+        return self._anchor(self.net_(x), x)
+
+    def _anchor(self, out: Tensor, x: Tensor) -> Tensor:
+        """Add the current scaled target value to the net's output (relative=True)."""
+        return out + x[..., self.target_idx_].unsqueeze(-2) if self.relative else out
+
+    # ----- training ----------------------------------------------------------------------
+    def _fit(self, values: np.ndarray, target_idx: list[int], val_values: np.ndarray | None) -> None:
+        self.device_ = resolve_device(self.device)
+        self.target_idx_ = list(target_idx)
+        seed = self.random_state if self.random_state is not None else int(np.random.SeedSequence().entropy % 2**31)
+        n_train = len(values)
+        if val_values is None and self.validation_fraction > 0:
+            n_val = int(len(values) * self.validation_fraction)
+            if n_val > self.horizon and n_train - n_val >= self._min_length():
+                n_train -= n_val
+        history = values if val_values is None else np.vstack([values, val_values])
+        self.mean_ = values[:n_train].mean(axis=0)
+        std = values[:n_train].std(axis=0)
+        self.std_ = np.where(std > 1e-12, std, 1.0)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.net_ = self._build_net(values.shape[1], len(target_idx)).to(self.device_)
+            self.history_ = self._train(self._scale(history), n_train, has_val=len(history) > n_train)
+        self.net_.eval()
+        self._reset_stream(self._scale(values))
+
+    def _future_targets(self, xs: np.ndarray) -> np.ndarray:
+        """F[t] = targets at t+1..t+H: (T - H, H, k)."""
+        ys = xs[:, self.target_idx_]
+        windows = np.lib.stride_tricks.sliding_window_view(ys[1:], self.horizon, axis=0)  # (T-H, k, H)
+        return np.ascontiguousarray(windows.transpose(0, 2, 1))
+
+    def _train(self, xs: np.ndarray, n_train: int, has_val: bool) -> list[dict]:
+        H = self.horizon
+        window = min(2 * self.lookback, n_train - H)
+        burn_in = min(self.lookback // 2, window - 1)
+        future = self._tensor(self._future_targets(xs))
+        x_all = self._tensor(xs)
+        n_starts = n_train - H - window + 1  # windows whose targets stay inside the train rows
+        batches = self.steps_per_epoch or min(200, max(10, math.ceil(n_starts / self.batch_size / 4)))
+        per_epoch = batches * self.batch_size
+        offsets = torch.arange(window, device=self.device_)
+
+        optimizer = torch.optim.AdamW(self._param_groups(self.net_), lr=self.lr, weight_decay=0.01)
+        steps = self.epochs * batches
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=steps, pct_start=0.1
+        )
+        best, best_loss, bad_epochs, log = None, math.inf, 0, []
+        bar = tqdm(range(self.epochs), desc=type(self).__name__, disable=not self.verbose, leave=False)
+        for epoch in bar:
+            self.net_.train()
+            starts = torch.randint(0, n_starts, (per_epoch,), device=self.device_)
+            losses = []
+            for batch in starts.split(self.batch_size):
+                rows = batch[:, None] + offsets  # (B, window)
+                pred = self._run(x_all[rows])[:, burn_in:]
+                loss = nn.functional.mse_loss(pred, future[rows[:, burn_in:]])
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"training diverged: loss is {loss.item()} at epoch {epoch + 1}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.net_.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                losses.append(loss.item())
+            entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses))}
+            if has_val:
+                entry["val_loss"] = self._validation_loss(x_all, future, n_train)
+            log.append(entry)
+            bar.set_postfix({k: f"{v:.4f}" for k, v in entry.items() if k != "epoch"})
+            for callback in getattr(self, "_epoch_callbacks", ()):
+                callback(entry)
+            score = entry.get("val_loss", entry["train_loss"])
+            if score < best_loss:
+                best, best_loss, bad_epochs = copy.deepcopy(self.net_.state_dict()), score, 0
+            else:
+                bad_epochs += 1
+                if has_val and bad_epochs >= self.patience:
+                    break
+        if best is not None:
+            self.net_.load_state_dict(best)
+        return log
+
+    @torch.no_grad()
+    def _validation_loss(self, x_all: Tensor, future: Tensor, n_train: int) -> float:
+        """One pass over the whole history (the streaming state), loss on the validation rows."""
+        self.net_.eval()
+        pred = self._run(x_all[None])[0, n_train : len(future)]
+        return nn.functional.mse_loss(pred, future[n_train:]).item()
+
+    # ----- streaming state ---------------------------------------------------------------
+    @torch.no_grad()
+    def _reset_stream(self, xs: np.ndarray) -> None:
+        out, self.state_ = self.net_.prefill(self._tensor(xs)[None])
+        self.last_out_ = self._anchor(out[0, -1], self._tensor(xs[-1])).cpu().numpy()
+
+    @torch.no_grad()
+    def _update(self, values: np.ndarray) -> None:
+        xs = self._tensor(self._scale(values))
+        if len(xs) >= PREFILL_MIN_ROWS:
+            out, state = self.net_.prefill(xs[None], self.state_)
+            out = out[0, -1]
+        else:
+            state = self.state_
+            for x_t in xs:
+                out, state = self.net_.step(x_t[None], state)
+            out = out[0]
+        self.state_ = state
+        self.last_out_ = self._anchor(out, xs[-1]).cpu().numpy()
+
+    def _predict(self) -> np.ndarray:
+        return self._unscale_targets(self.last_out_)
+
+    # ----- backtests ---------------------------------------------------------------------
+    @torch.no_grad()
+    def _forecast_windows(self, values: np.ndarray, origins: np.ndarray, lookback: int) -> np.ndarray:
+        xs = self._tensor(self._scale(values))
+        offsets = torch.arange(-lookback + 1, 1, device=self.device_)
+        chunks = []
+        for batch in torch.as_tensor(origins, device=self.device_).split(256):
+            chunks.append(self._run(xs[batch[:, None] + offsets])[:, -1].cpu().numpy())
+        return self._unscale_targets(np.concatenate(chunks))
+
+    @torch.no_grad()
+    def _forecast_stream(self, values: np.ndarray) -> np.ndarray:
+        return self._unscale_targets(self._run(self._tensor(self._scale(values))[None])[0].cpu().numpy())
+
+    # ----- persistence -------------------------------------------------------------------
+    def _get_fitted_state(self) -> dict:
+        state = super()._get_fitted_state()
+        state["net_"] = {k: v.detach().cpu() for k, v in self.net_.state_dict().items()}
+        state["state_"] = _to_cpu(self.state_)
+        state["n_in_"] = self.net_.n_in
+        state.pop("device_")
+        return state
+
+    def _set_fitted_state(self, state: dict) -> None:
+        state = dict(state)
+        self.device_ = resolve_device(self.device)
+        weights = state.pop("net_")
+        self.target_idx_ = state["target_idx_"]
+        net = self._build_net(state.pop("n_in_"), len(state["target_idx_"]))
+        net.load_state_dict(weights)
+        self.net_ = net.to(self.device_).eval()
+        state["state_"] = _to_device(state["state_"], self.device_)
+        super()._set_fitted_state(state)
+
+
+def _to_cpu(state):
+    return [s.detach().cpu() for s in state] if isinstance(state, list) else state.detach().cpu()
+
+
+def _to_device(state, device):
+    return [s.to(device) for s in state] if isinstance(state, list) else state.to(device)
