@@ -249,3 +249,32 @@ def to_output(values: np.ndarray, columns: list[str], index: pd.Index, like: Ser
         out = pl.from_pandas(frame.reset_index(names=like.time_col))
         return out
     return frame
+
+
+def read_table(path: str, time_col: str | None = None) -> pd.DataFrame:
+    """Read a CSV or Parquet file into a frame indexed by its time column.
+
+    time_col: the timestamp column; default "date", "time", "timestamp" or "ds" if present.
+    """
+    import os
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such data file: {path}")
+    if path.endswith(".parquet"):
+        frame = pd.read_parquet(path)
+    elif path.endswith((".csv", ".csv.gz", ".txt")):
+        frame = pd.read_csv(path)
+    else:
+        raise ValueError(f"{path}: unsupported file type; use .csv, .csv.gz or .parquet")
+    candidates = [time_col] if time_col else [c for c in ("date", "time", "timestamp", "ds") if c in frame]
+    if not candidates or candidates[0] not in frame:
+        raise ValueError(
+            f"{path}: no time column found (looked for {time_col or 'date, time, timestamp, ds'}); "
+            f"columns are {', '.join(map(str, frame.columns[:10]))}"
+        )
+    col = candidates[0]
+    try:
+        index = pd.DatetimeIndex(pd.to_datetime(frame[col]), name=col)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: column {col!r} does not parse as timestamps ({exc})") from None
+    return frame.drop(columns=col).set_axis(index)

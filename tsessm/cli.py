@@ -1,0 +1,276 @@
+"""`tsessm`: train, predict, backtest and the demo job from the command line."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+EXAMPLES = """\
+examples:
+  tsessm demo                                     # train eSSM on ETTh1, backtest vs baselines, plot
+  tsessm train ETTh1 --columns OT --horizon 24 --out essm.pkl
+  tsessm backtest ETTh1 --columns OT --model essm.pkl --mode both --plot backtest.png
+  tsessm predict --model essm.pkl --update new_rows.csv --out forecast.csv
+  tsessm train my_series.csv --target load --model lstm --epochs 5 --out lstm.pkl
+"""
+
+# Model options with a flag of their own; anything else goes through --set name=value.
+MODEL_FLAGS = {
+    "lookback": int, "d_model": int, "n_layers": int, "d_state": int, "n_heads": int,
+    "epochs": int, "lr": float, "batch_size": int, "dropout": float, "device": str,
+    "discretization": str, "season_length": int,
+}
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="benchmark name (ETTh1, ETTh2, ETTm1, ETTm2, WTH, weather, ECL) or a CSV/Parquet path")
+    p.add_argument("--data-dir", help="folder with the benchmark files (default: $TSESSM_DATA_DIR, datasets/, ../shared/datasets)")
+    p.add_argument("--time-col", help="timestamp column of a CSV/Parquet file (default: date/time/timestamp/ds)")
+    p.add_argument("--columns", help="comma-separated columns to use (default: all); e.g. OT for the univariate setting")
+
+
+def _model_args(p: argparse.ArgumentParser, default_model: str | None = "essm") -> None:
+    p.add_argument("--model", default=default_model,
+                   help="essm | lstm | arima | naive, or (backtest/predict) a file written by `tsessm train`")
+    p.add_argument("--target", help="column(s) to forecast, comma-separated (default: all columns)")
+    p.add_argument("--horizon", type=int, default=24, help="steps forecast at once (default 24)")
+    p.add_argument("--seed", type=int, default=0, help="random_state (default 0)")
+    for name, kind in MODEL_FLAGS.items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, dest=name, default=None,
+                       help=argparse.SUPPRESS if name in ("season_length", "discretization") else None)
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="any other model parameter, e.g. --set n_heads=4 (repeatable)")
+
+
+def _track_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--track", action=argparse.BooleanOptionalAction, default=True,
+                   help="log the run to MLflow ($MLFLOW_TRACKING_URI, default sqlite:///mlruns.db)")
+    p.add_argument("--experiment", default="tsessm", help="MLflow experiment name")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tsessm", description="Streaming time-series forecasting with eSSM.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="fit a model on the train split and save it")
+    _data_args(p)
+    _model_args(p)
+    p.add_argument("--out", required=True, help="file to save the fitted model to")
+    _track_args(p)
+
+    p = sub.add_parser("backtest", help="evaluate a model on the test split (windowed and/or one-pass)")
+    _data_args(p)
+    _model_args(p)
+    p.add_argument("--mode", choices=["windowed", "one-pass", "both"], default="windowed")
+    p.add_argument("--plot", help="save a forecast/error-by-horizon PNG here")
+    p.add_argument("--out", help="write the per-step metrics as CSV here")
+    _track_args(p)
+
+    p = sub.add_parser("predict", help="forecast from a saved model, optionally after absorbing new rows")
+    p.add_argument("--model", required=True, help="a file written by `tsessm train`")
+    p.add_argument("--update", help="CSV/Parquet of observations that follow the training data")
+    p.add_argument("--time-col", help="timestamp column of the --update file")
+    p.add_argument("--fh", help="comma-separated steps to return (default 1..horizon)")
+    p.add_argument("--out", help="write the forecast as CSV here (default: print it)")
+    p.add_argument("--save", help="save the updated model here (default: leave the file as it is)")
+
+    p = sub.add_parser("demo", help="the main job: eSSM vs baselines on ETTh1 (univariate OT), table + plot")
+    p.add_argument("--data", default="ETTh1", help="benchmark name (default ETTh1)")
+    p.add_argument("--data-dir", help="folder with the benchmark files")
+    p.add_argument("--column", default="OT", help="univariate column (default OT)")
+    p.add_argument("--horizon", type=int, default=24)
+    p.add_argument("--lookback", type=int, default=96)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--models", default="essm,lstm,arima,naive", help="comma-separated; unavailable ones are skipped with a note")
+    p.add_argument("--out-dir", default="runs/demo", help="where the plot, table and models go")
+    p.add_argument("--seed", type=int, default=0)
+    _track_args(p)
+    return parser
+
+
+def _parse_value(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
+def _model_params(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    from tsessm.jobs import model_class
+
+    accepted = model_class(name)().get_params()
+    params: dict[str, Any] = {"horizon": args.horizon, "random_state": args.seed, "verbose": 1}
+    if args.target:
+        targets = args.target.split(",")
+        params["target"] = targets[0] if len(targets) == 1 else targets
+    params.update({k: getattr(args, k) for k in MODEL_FLAGS if getattr(args, k) is not None})
+    params = {k: v for k, v in params.items() if k in accepted}  # flags a model does not take are moot
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects NAME=VALUE, got {item!r}")
+        params[key.strip()] = _parse_value(value.strip())
+    return params
+
+
+def _open(args: argparse.Namespace, lookback: int):
+    from tsessm.jobs import open_data
+
+    columns = args.columns.split(",") if args.columns else None
+    return open_data(args.data, lookback=lookback, columns=columns, data_dir=args.data_dir, time_col=args.time_col)
+
+
+def _fitted_or_new(args: argparse.Namespace):
+    """(model, needs_training): a saved file is loaded, a model name is built from the flags."""
+    from tsessm.forecasters.base import BaseForecaster
+    from tsessm.jobs import MODELS, make_model
+
+    if args.model not in MODELS:
+        if not Path(args.model).is_file():
+            raise ValueError(f"--model {args.model!r} is neither a model name ({', '.join(MODELS)}) nor a file")
+        return BaseForecaster.load(args.model), False
+    return make_model(args.model, **_model_params(args, args.model)), True
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from tsessm.jobs import train
+    from tsessm.tracking import start_run
+
+    model, _ = _fitted_or_new(args)
+    source = _open(args, getattr(model, "lookback", 1))
+    with start_run(args.track, args.experiment, run_name=f"train-{args.model}") as tracker:
+        seconds = train(model, source, tracker)
+        model.save(args.out)
+        tracker.log_artifact(args.out)
+    print(f"trained {type(model).__name__} on {source.name} in {seconds:.1f} s -> {args.out}")
+
+
+def cmd_backtest(args: argparse.Namespace) -> None:
+    from tsessm.jobs import evaluate, results_table, train
+    from tsessm.plotting import plot_backtest
+    from tsessm.tracking import start_run
+
+    model, needs_training = _fitted_or_new(args)
+    lookback = args.lookback or getattr(model, "lookback", 96)
+    source = _open(args, lookback)
+    modes = ["windowed", "one-pass"] if args.mode == "both" else [args.mode]
+    with start_run(args.track, args.experiment, run_name=f"backtest-{type(model).__name__}") as tracker:
+        if needs_training:
+            train(model, source, tracker)
+        rows, results = [], {}
+        for mode in modes:
+            result, seconds = evaluate(model, source, mode, lookback, tracker)
+            results[f"{type(model).__name__} {mode}"] = result
+            rows.append({"model": type(model).__name__, "mode": mode, **result.scores, "seconds": round(seconds, 2)})
+            if args.out:
+                result.by_step.assign(mode=mode).to_csv(args.out, mode="a" if len(rows) > 1 else "w",
+                                                        header=len(rows) == 1, index=False)
+        if args.plot:
+            plot_backtest(results, args.plot)
+            tracker.log_artifact(args.plot)
+    print(results_table(rows).to_string(float_format="%.4f"))
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from tsessm.data import read_table
+    from tsessm.forecasters.base import BaseForecaster
+
+    model = BaseForecaster.load(args.model)
+    if args.update:
+        model.update(read_table(args.update, time_col=args.time_col)[list(model.columns_)])
+        if args.save:
+            model.save(args.save)
+    fh = [int(s) for s in args.fh.split(",")] if args.fh else None
+    forecast = model.predict(fh=fh)
+    if args.out:
+        forecast.to_csv(args.out)
+    else:
+        print(forecast.to_string())
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from tsessm.jobs import evaluate, make_model, model_class, open_data, results_table, train
+    from tsessm.plotting import plot_backtest
+    from tsessm.tracking import start_run
+
+    start = time.perf_counter()
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    source = open_data(args.data, lookback=args.lookback, columns=[args.column], data_dir=args.data_dir)
+    print(f"{source.name} univariate {args.column}: horizon {args.horizon}, lookback {args.lookback}; "
+          f"{source.info['split']}")
+    common = {"horizon": args.horizon, "random_state": args.seed}
+    neural = {"lookback": args.lookback, "epochs": args.epochs, "verbose": 1}
+    rows, plotted = [], {}
+    with start_run(args.track, args.experiment, run_name=f"demo-{source.name}") as parent:
+        parent.log_params({"demo_horizon": args.horizon, "demo_lookback": args.lookback, **source.info})
+        for name in args.models.split(","):
+            try:
+                accepted = model_class(name)().get_params()
+            except ValueError as exc:
+                print(f"skipping {name}: {exc}")
+                continue
+            model = make_model(name, **{k: v for k, v in {**common, **neural}.items() if k in accepted})
+            with start_run(args.track, args.experiment, run_name=f"demo-{name}", nested=True) as tracker:
+                fit_seconds = train(model, source, tracker)
+                model.save(out_dir / f"{name}.pkl")
+                tracker.log_artifact(out_dir / f"{name}.pkl")
+                for mode in ("windowed", "one-pass"):
+                    try:
+                        result, seconds = evaluate(model, source, mode, args.lookback, tracker)
+                    except NotImplementedError as exc:
+                        print(f"{name}: no {mode} backtest ({exc})")
+                        continue
+                    rows.append({"model": name, "mode": mode, **result.scores,
+                                 "fit_s": round(fit_seconds, 1), "backtest_s": round(seconds, 2)})
+                    if mode == "windowed":
+                        plotted[name] = result
+        table = results_table(rows)
+        table_path, plot_path = out_dir / "metrics.csv", out_dir / "forecast.png"
+        table.to_csv(table_path)
+        plot_backtest(plotted, plot_path)
+        parent.log_artifact(table_path)
+        parent.log_artifact(plot_path)
+        parent.log_metrics({"wall_seconds": time.perf_counter() - start})
+    print(f"\ntest split, scaled values ({len(next(iter(plotted.values())).origins)} windows):")
+    print(table.to_string(float_format="%.4f"))
+    print(f"\nplot: {plot_path}\ntable: {table_path}\nwall time: {time.perf_counter() - start:.0f} s")
+    if args.track:
+        from tsessm.tracking import tracking_uri
+
+        print(f"MLflow: {tracking_uri()} (experiment {args.experiment!r}; `mlflow ui --backend-store-uri {tracking_uri()}`)")
+
+
+COMMANDS = {"train": cmd_train, "backtest": cmd_backtest, "predict": cmd_predict, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except Exception as exc:  # one line for the user; the traceback with --debug
+        if args.debug:
+            raise
+        from sklearn.exceptions import NotFittedError
+
+        from tsessm.errors import StreamingNotSupported
+
+        if not isinstance(exc, (ValueError, TypeError, FileNotFoundError, NotFittedError,
+                                StreamingNotSupported, FloatingPointError)):
+            print(f"tsessm: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", file=sys.stderr)
+            return 1
+        print(f"tsessm: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
