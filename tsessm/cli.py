@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="fit a model on the train split and save it")
+    p = sub.add_parser("train", help="fit a model on the train split, absorb the rest of the file, save it")
     _data_args(p)
     _model_args(p)
     p.add_argument("--out", required=True, help="file to save the fitted model to")
@@ -148,9 +148,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     source = _open(args, getattr(model, "lookback", 1))
     with start_run(args.track, args.experiment, run_name=f"train-{args.model}") as tracker:
         seconds = train(model, source, tracker)
+        # Absorb the rest of the file (no refit) so `predict` forecasts what follows it.
+        if source.train_stop < len(source.frame):
+            model.update(source.frame.iloc[source.train_stop :])
         model.save(args.out)
         tracker.log_artifact(args.out)
-    print(f"trained {type(model).__name__} on {source.name} in {seconds:.1f} s -> {args.out}")
+    print(f"trained {type(model).__name__} on {source.name} rows 0:{source.train_stop} in {seconds:.1f} s, "
+          f"state advanced to the file's last row -> {args.out}")
 
 
 def cmd_backtest(args: argparse.Namespace) -> None:
