@@ -83,9 +83,6 @@ class NeuralForecaster(BaseForecaster):
 
     # ----- training ----------------------------------------------------------------------
     def _fit(self, values: np.ndarray, target_idx: list[int], val_values: np.ndarray | None) -> None:
-        self.device_ = resolve_device(self.device)
-        self.target_idx_ = list(target_idx)
-        seed = self.random_state if self.random_state is not None else int(np.random.SeedSequence().entropy % 2**31)
         n_train = len(values)
         if val_values is None and self.validation_fraction > 0:
             n_val = int(len(values) * self.validation_fraction)
@@ -95,40 +92,54 @@ class NeuralForecaster(BaseForecaster):
         self.mean_ = values[:n_train].mean(axis=0)
         std = values[:n_train].std(axis=0)
         self.std_ = np.where(std > 1e-12, std, 1.0)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.net_ = self._build_net(values.shape[1], len(target_idx)).to(self.device_)
-            self.history_ = self._train(self._scale(history), n_train, has_val=len(history) > n_train)
-        self.net_.eval()
+        self._fit_segments([(self._scale(history), n_train)], target_idx)
         self._reset_stream(self._scale(values))
 
+    def _fit_segments(self, segments: list[tuple[np.ndarray, int]], target_idx: list[int]) -> None:
+        """Build and train the net on scaled series: each segment is (xs (T_i, C), n_train_i);
+        rows past n_train_i are validation rows of that series."""
+        self.device_ = resolve_device(self.device)
+        self.target_idx_ = list(target_idx)
+        seed = self.random_state if self.random_state is not None else int(np.random.SeedSequence().entropy % 2**31)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.net_ = self._build_net(segments[0][0].shape[1], len(target_idx)).to(self.device_)
+            self.history_ = self._train(segments)
+        self.net_.eval()
+
     def _future_targets(self, xs: np.ndarray) -> np.ndarray:
-        """F[t] = targets at t+1..t+H: (T - H, H, k)."""
+        """F[t] = targets at t+1..t+H: (T, H, k); the last H rows, which have none, are zero."""
         ys = xs[:, self.target_idx_]
         windows = np.lib.stride_tricks.sliding_window_view(ys[1:], self.horizon, axis=0)  # (T-H, k, H)
-        return np.ascontiguousarray(windows.transpose(0, 2, 1))
+        future = np.zeros((len(xs), self.horizon, ys.shape[1]), dtype=xs.dtype)
+        future[: len(windows)] = windows.transpose(0, 2, 1)
+        return future
 
-    def _train(self, xs: np.ndarray, n_train: int, has_val: bool) -> list[dict]:
+    def _train(self, segments: list[tuple[np.ndarray, int]]) -> list[dict]:
         H = self.horizon
-        window = min(2 * self.lookback, n_train - H)
+        window = min(2 * self.lookback, min(n_train for _, n_train in segments) - H)
         burn_in = min(self.lookback // 2, window - 1)
-        future = self._tensor(self._future_targets(xs))
-        x_all = self._tensor(xs)
-        n_starts = n_train - H - window + 1  # windows whose targets stay inside the train rows
-        batches = self.steps_per_epoch or min(200, max(10, math.ceil(n_starts / self.batch_size / 4)))
-        per_epoch = batches * self.batch_size
+        x_all = self._tensor(np.concatenate([xs for xs, _ in segments]))
+        future = self._tensor(np.concatenate([self._future_targets(xs) for xs, _ in segments]))
+        # Valid window starts: the window and its targets stay inside one series' train rows.
+        offsets_of = np.cumsum([0] + [len(xs) for xs, _ in segments])
+        valid = self._tensor(np.concatenate(
+            [o + np.arange(n_train - H - window + 1) for o, (_, n_train) in zip(offsets_of, segments)]
+        ))
+        val_spans = [(o + n, o + len(xs) - H) for o, (xs, n) in zip(offsets_of, segments) if len(xs) - H > n]
+        batches = self.steps_per_epoch or min(200, max(10, math.ceil(len(valid) / self.batch_size / 4)))
         offsets = torch.arange(window, device=self.device_)
 
         optimizer = torch.optim.AdamW(self._param_groups(self.net_), lr=self.lr, weight_decay=0.01)
-        steps = self.epochs * batches
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=steps, pct_start=0.1
+            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=self.epochs * batches,
+            pct_start=0.1,
         )
         best, best_loss, bad_epochs, log = None, math.inf, 0, []
         bar = tqdm(range(self.epochs), desc=type(self).__name__, disable=not self.verbose, leave=False)
         for epoch in bar:
             self.net_.train()
-            starts = torch.randint(0, n_starts, (per_epoch,), device=self.device_)
+            starts = valid[torch.randint(0, len(valid), (batches * self.batch_size,), device=self.device_)]
             losses = []
             for batch in starts.split(self.batch_size):
                 rows = batch[:, None] + offsets  # (B, window)
@@ -143,8 +154,8 @@ class NeuralForecaster(BaseForecaster):
                 scheduler.step()
                 losses.append(loss.item())
             entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses))}
-            if has_val:
-                entry["val_loss"] = self._validation_loss(x_all, future, n_train)
+            if val_spans:
+                entry["val_loss"] = self._validation_loss(x_all, future, offsets_of, val_spans)
             log.append(entry)
             bar.set_postfix({k: f"{v:.4f}" for k, v in entry.items() if k != "epoch"})
             for callback in getattr(self, "_epoch_callbacks", ()):
@@ -154,18 +165,24 @@ class NeuralForecaster(BaseForecaster):
                 best, best_loss, bad_epochs = copy.deepcopy(self.net_.state_dict()), score, 0
             else:
                 bad_epochs += 1
-                if has_val and bad_epochs >= self.patience:
+                if val_spans and bad_epochs >= self.patience:
                     break
         if best is not None:
             self.net_.load_state_dict(best)
         return log
 
     @torch.no_grad()
-    def _validation_loss(self, x_all: Tensor, future: Tensor, n_train: int) -> float:
-        """One pass over the whole history (the streaming state), loss on the validation rows."""
+    def _validation_loss(self, x_all: Tensor, future: Tensor, offsets_of: np.ndarray,
+                         val_spans: list[tuple[int, int]]) -> float:
+        """One pass over each series' whole history (its streaming state), loss on its validation rows."""
         self.net_.eval()
-        pred = self._run(x_all[None])[0, n_train : len(future)]
-        return nn.functional.mse_loss(pred, future[n_train:]).item()
+        total, count = 0.0, 0
+        for start, stop in val_spans:
+            begin = int(offsets_of[offsets_of <= start].max())  # the series' first row
+            pred = self._run(x_all[None, begin:stop])[0, start - begin :]
+            total += nn.functional.mse_loss(pred, future[start:stop], reduction="sum").item()
+            count += pred.numel()
+        return total / count
 
     # ----- streaming state ---------------------------------------------------------------
     @torch.no_grad()
