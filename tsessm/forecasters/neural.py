@@ -225,9 +225,9 @@ class NeuralForecaster(BaseForecaster):
     def _get_fitted_state(self) -> dict:
         state = super()._get_fitted_state()
         state["net_"] = {k: v.detach().cpu() for k, v in self.net_.state_dict().items()}
-        state["state_"] = _to_cpu(self.state_)
+        state["state_"] = _to_cpu(self.state_) if getattr(self, "state_", None) is not None else None
         state["n_in_"] = self.net_.n_in
-        state.pop("device_")
+        state.pop("device_", None)
         return state
 
     def _set_fitted_state(self, state: dict) -> None:
@@ -238,7 +238,8 @@ class NeuralForecaster(BaseForecaster):
         net = self._build_net(state.pop("n_in_"), len(state["target_idx_"]))
         net.load_state_dict(weights)
         self.net_ = net.to(self.device_).eval()
-        state["state_"] = _to_device(state["state_"], self.device_)
+        if state.get("state_") is not None:
+            state["state_"] = _to_device(state["state_"], self.device_)
         super()._set_fitted_state(state)
 
 

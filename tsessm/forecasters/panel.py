@@ -1,0 +1,243 @@
+"""PanelForecaster: one global neural model for many series, one recurrent state per series.
+
+Long-format input (like `unique_id / ds / y`): an id column, a time column and value columns.
+Every series is validated on its own and scaled by its own statistics; the net is trained on
+windows from all of them. `update` steps every series that received an observation in one
+batched call per time round, leaving the others untouched.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import BaseEstimator, clone
+from sklearn.utils.validation import check_is_fitted
+
+from tsessm.data import resolve_target, to_series
+from tsessm.forecasters.base import FORMAT_VERSION, _CPUUnpickler, atomic_write_bytes
+from tsessm.forecasters.neural import PREFILL_MIN_ROWS, NeuralForecaster
+from tsessm.nn.state import concat_states, select_states, set_states
+
+
+class PanelForecaster(BaseEstimator):
+    """Global forecaster over a panel of series.
+
+    Args:
+        forecaster: an unfitted ESSMForecaster or LSTMForecaster: its parameters (horizon,
+            target, lookback, net, training) are used for the global model.
+        id_col, time_col: names of the series id and timestamp columns.
+    """
+
+    def __init__(self, forecaster: NeuralForecaster, id_col: str = "unique_id", time_col: str = "ds") -> None:
+        self.forecaster = forecaster
+        self.id_col = id_col
+        self.time_col = time_col
+
+    # ----- input -------------------------------------------------------------------------
+    def _split(self, df: Any, name: str, freq: Any = None) -> tuple[dict[Any, Any], list[str], bool]:
+        """Validate a long frame; returns ({id: Series}, value columns, was_polars)."""
+        was_polars = type(df).__module__.startswith("polars")
+        if was_polars:
+            df = df.to_pandas()
+        if not isinstance(df, pd.DataFrame):
+            raise TypeError(f"{name} must be a pandas or polars DataFrame in long format, got {type(df).__name__}")
+        for col in (self.id_col, self.time_col):
+            if col not in df.columns:
+                raise ValueError(f"{name} has no column {col!r} (id_col={self.id_col!r}, time_col={self.time_col!r})")
+        if len(df) == 0:
+            raise ValueError(f"{name} is empty")
+        value_cols = [c for c in df.columns if c not in (self.id_col, self.time_col)]
+        groups = {}
+        for key, group in df.groupby(self.id_col, sort=False):
+            frame = group.set_index(pd.DatetimeIndex(group[self.time_col], name=self.time_col))[value_cols]
+            groups[key] = to_series(frame, missing=self.forecaster.missing, name=f"{name} series {key!r}", freq=freq)
+        return groups, [str(c) for c in value_cols], was_polars
+
+    # ----- fit ---------------------------------------------------------------------------
+    def fit(self, df: Any) -> "PanelForecaster":
+        """Train the global model on every series of the long frame `df`."""
+        model = clone(self.forecaster)
+        model._check_params()
+        groups, columns, was_polars = self._split(df, "df")
+        targets = resolve_target(columns, model.target)
+        need = model._min_length()
+        short = [k for k, s in groups.items() if len(s) < need]
+        if short:
+            raise ValueError(f"series {short[0]!r} has {len(groups[short[0]])} rows; at least {need} are needed")
+        freqs = {pd.Timedelta(s.freq) for s in groups.values() if s.freq is not None}
+        if len(freqs) > 1:
+            raise ValueError(f"series have different frequencies: {sorted(map(str, freqs))}")
+        target_idx = [columns.index(t) for t in targets]
+        segments, means, stds = [], [], []
+        for series in groups.values():
+            n_train = len(series)
+            n_val = int(n_train * model.validation_fraction)
+            if n_val > model.horizon and n_train - n_val >= need:
+                n_train -= n_val
+            mean, std = _stats(series.values[:n_train])
+            means.append(mean)
+            stds.append(std)
+            segments.append((((series.values - mean) / std).astype(np.float32), n_train))
+        model.mean_, model.std_ = np.zeros(len(columns)), np.ones(len(columns))  # scaling is per series here
+        model._fit_segments(segments, target_idx)
+        self.model_ = model
+        self.ids_ = list(groups)
+        self.columns_, self.target_columns_ = columns, targets
+        self.freq_ = next(iter(groups.values())).freq
+        self.mean_, self.std_ = np.stack(means), np.stack(stds)
+        self.last_time_ = [s.index[-1] for s in groups.values()]
+        self.polars_ = was_polars
+        self.state_, self.last_out_ = None, None
+        self._absorb_new({k: (xs, None) for k, (xs, _) in zip(self.ids_, segments)}, start=0)
+        return self
+
+    # ----- state -------------------------------------------------------------------------
+    @torch.no_grad()
+    def _absorb_new(self, scaled: dict[Any, tuple[np.ndarray, None]], start: int) -> None:
+        """Prefill the state of series ids_[start:] from their own (scaled) histories."""
+        model = self.model_
+        states, outs = [], []
+        for key in self.ids_[start:]:
+            xs = model._tensor(scaled[key][0])
+            out, state = model.net_.prefill(xs[None])
+            states.append(state)
+            outs.append(model._anchor(out[0, -1], xs[-1])[None])
+        new_state = concat_states(states)
+        new_out = torch.cat(outs)
+        if self.state_ is None:
+            self.state_, self.last_out_ = new_state, new_out
+        else:
+            self.state_ = concat_states([self.state_, new_state])
+            self.last_out_ = torch.cat([self.last_out_, new_out])
+
+    def update(self, df: Any) -> "PanelForecaster":
+        """Absorb new observations (any subset of series; unknown ids bring their own history)."""
+        check_is_fitted(self, "model_")
+        groups, columns, _ = self._split(df, "df", freq=self.freq_)
+        if sorted(columns) != sorted(self.columns_):
+            raise ValueError(f"df value columns {columns} differ from the fitted ones {self.columns_}")
+        step = pd.Timedelta(self.freq_)
+        position = {k: i for i, k in enumerate(self.ids_)}
+        known, new = {}, {}
+        for key, series in groups.items():  # check everything before touching any state
+            values = series.values[:, [columns.index(c) for c in self.columns_]]
+            if key in position:
+                expected = self.last_time_[position[key]] + step
+                if series.index[0] != expected:
+                    raise ValueError(
+                        f"series {key!r}: new rows start at {series.index[0]}, expected {expected} "
+                        f"(one step after its last observation {self.last_time_[position[key]]})"
+                    )
+                known[key] = (values, series.index[-1])
+            elif len(series) < self.model_.lookback:
+                raise ValueError(
+                    f"series {key!r} is new: give at least lookback={self.model_.lookback} rows of its history "
+                    f"to build its state (got {len(series)})"
+                )
+            else:
+                new[key] = (values, series.index[-1])
+        self._step_known(known, position)
+        if new:
+            start = len(self.ids_)
+            means, stds, scaled = [], [], {}
+            for key, (values, last) in new.items():
+                mean, std = _stats(values)
+                means.append(mean)
+                stds.append(std)
+                scaled[key] = (((values - mean) / std).astype(np.float32), None)
+                self.ids_.append(key)
+                self.last_time_.append(last)
+            self.mean_ = np.vstack([self.mean_, *means])
+            self.std_ = np.vstack([self.std_, *stds])
+            self._absorb_new(scaled, start)
+        return self
+
+    @torch.no_grad()
+    def _step_known(self, known: dict[Any, tuple[np.ndarray, Any]], position: dict[Any, int]) -> None:
+        """Advance known series: long chunks by prefill, the rest in batched rounds of `step`."""
+        model = self.model_
+        rows = {k: position[k] for k in known}
+        chunks = {k: model._tensor(((v - self.mean_[rows[k]]) / self.std_[rows[k]]).astype(np.float32))
+                  for k, (v, _) in known.items()}
+        for key in [k for k, x in chunks.items() if len(x) >= PREFILL_MIN_ROWS]:
+            i, xs = rows[key], chunks.pop(key)
+            out, state = model.net_.prefill(xs[None], select_states(self.state_, [i]))
+            self.state_ = set_states(self.state_, [i], state)
+            self.last_out_[i] = model._anchor(out[0, -1], xs[-1])
+        for r in range(max((len(x) for x in chunks.values()), default=0)):
+            active = [k for k, x in chunks.items() if len(x) > r]
+            idx = [rows[k] for k in active]
+            x_t = torch.stack([chunks[k][r] for k in active])
+            out, state = model.net_.step(x_t, select_states(self.state_, idx))
+            self.state_ = set_states(self.state_, idx, state)
+            self.last_out_[idx] = model._anchor(out, x_t)
+        for key, (_, last) in known.items():
+            self.last_time_[rows[key]] = last
+
+    # ----- predict -----------------------------------------------------------------------
+    def predict(self, ids: Sequence[Any] | None = None, fh: Sequence[int] | None = None) -> Any:
+        """Long-format forecasts: one row per (series, step) with the id, time and target columns."""
+        check_is_fitted(self, "model_")
+        steps = self.model_._resolve_fh(fh)
+        position = {k: i for i, k in enumerate(self.ids_)}
+        ids = list(self.ids_) if ids is None else list(ids)
+        unknown = [k for k in ids if k not in position]
+        if unknown:
+            raise ValueError(f"unknown series id {unknown[0]!r}")
+        idx = [position[k] for k in ids]
+        out = self.last_out_[idx].cpu().numpy()[:, steps - 1]  # (n, len(fh), k) scaled
+        t = self.model_.target_idx_
+        values = out * self.std_[idx][:, None, t] + self.mean_[idx][:, None, t]
+        step = pd.Timedelta(self.freq_)
+        frame = pd.DataFrame({
+            self.id_col: np.repeat(ids, len(steps)),
+            self.time_col: [self.last_time_[i] + s * step for i in idx for s in steps],
+        })
+        for j, name in enumerate(self.target_columns_):
+            frame[name] = values[..., j].ravel()
+        if self.polars_:
+            import polars as pl
+
+            return pl.from_pandas(frame)
+        return frame
+
+    # ----- persistence -------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """One file, written atomically: the global model, every series' scaler and state."""
+        check_is_fitted(self, "model_")
+        state = {k: v for k, v in self.__dict__.items() if k.endswith("_") and k != "model_"}
+        state["state_"] = [s.cpu() for s in self.state_]
+        state["last_out_"] = self.last_out_.cpu()
+        payload = {"format": FORMAT_VERSION, "class": "PanelForecaster",
+                   "params": {"id_col": self.id_col, "time_col": self.time_col},
+                   "model": pickle.dumps(_model_payload(self.model_)), "state": state}
+        atomic_write_bytes(path, pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "PanelForecaster":
+        with open(path, "rb") as f:
+            payload = _CPUUnpickler(f).load()
+        if not isinstance(payload, dict) or payload.get("class") != "PanelForecaster":
+            raise ValueError(f"{path} is not a tsessm panel model file")
+        inner = pickle.loads(payload["model"])
+        model = inner["cls"](**inner["params"])
+        model._set_fitted_state(inner["state"])
+        panel = cls(clone(model), **payload["params"])
+        panel.__dict__.update(payload["state"])
+        panel.model_ = model
+        panel.state_ = [s.to(model.device_) for s in panel.state_]
+        panel.last_out_ = panel.last_out_.to(model.device_)
+        return panel
+
+
+def _stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    std = values.std(axis=0)
+    return values.mean(axis=0), np.where(std > 1e-12, std, 1.0)
+
+
+def _model_payload(model: NeuralForecaster) -> dict:
+    return {"cls": type(model), "params": model.get_params(deep=False), "state": model._get_fitted_state()}
