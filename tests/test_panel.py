@@ -93,3 +93,18 @@ def test_polars_in_polars_out_and_unknown_predict_id(fitted):
     assert isinstance(out, pl.DataFrame) and out.columns == ["series", "when", "y"] and out.height == 4
     with pytest.raises(ValueError, match="unknown series id 'zz'"):
         fitted.predict(ids=["zz"])
+
+
+def test_observe_fast_path_equals_update(fitted, tmp_path):
+    fitted.save(tmp_path / "p.pkl")
+    by_update, by_observe = PanelForecaster.load(tmp_path / "p.pkl"), PanelForecaster.load(tmp_path / "p.pkl")
+    new = _panel(ids=("c", "a"), n=1, offset=160)
+    by_update.update(new)
+    by_observe.observe(list(new.unique_id), list(new.ds), new[["y", "x"]].to_numpy())
+    pd.testing.assert_frame_equal(by_update.predict(), by_observe.predict())
+    before = by_observe.predict()
+    with pytest.raises(ValueError, match="series 'a'.*expected"):
+        by_observe.observe(["b", "a"], [START + pd.Timedelta(hours=160)] * 2, np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="series 'b'.*'x'.*nan"):
+        by_observe.observe(["b"], [START + pd.Timedelta(hours=160)], np.array([[0.0, np.nan]]))
+    pd.testing.assert_frame_equal(by_observe.predict(), before)

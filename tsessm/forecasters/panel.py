@@ -156,6 +156,45 @@ class PanelForecaster(BaseEstimator):
             self._absorb_new(scaled, start)
         return self
 
+    def observe(self, ids: Sequence[Any], times: Sequence[Any], values: np.ndarray) -> "PanelForecaster":
+        """Fast path for streams: one new observation for each of `ids`, stepped in one batched call.
+
+        times: their timestamps; values: (len(ids), n_columns) in `columns_` order. Checked in
+        bulk (known ids, no repeats, one step after each series' last time, finite values)
+        before any state changes.
+        """
+        check_is_fitted(self, "model_")
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != (len(ids), len(self.columns_)) or len(times) != len(ids):
+            raise ValueError(f"observe needs {len(ids)} times and values shaped ({len(ids)}, {len(self.columns_)}), "
+                             f"got {len(times)} times and {values.shape}")
+        position = {k: i for i, k in enumerate(self.ids_)}
+        unknown = [k for k in ids if k not in position]
+        if unknown:
+            raise ValueError(f"unknown series id {unknown[0]!r}: add it with update(history)")
+        rows = np.array([position[k] for k in ids])
+        if len(np.unique(rows)) != len(rows):
+            raise ValueError("observe got two observations for one series; use update for chunks")
+        bad = ~np.isfinite(values)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            raise ValueError(f"series {ids[r]!r}: column {self.columns_[c]!r} is {values[r, c]}")
+        times = pd.DatetimeIndex(times)
+        expected = pd.DatetimeIndex([self.last_time_[i] for i in rows]) + pd.Timedelta(self.freq_)
+        wrong = np.flatnonzero(times != expected)
+        if len(wrong):
+            r = wrong[0]
+            raise ValueError(f"series {ids[r]!r}: observation at {times[r]}, expected {expected[r]}")
+        model = self.model_
+        with torch.no_grad():
+            x_t = model._tensor(((values - self.mean_[rows]) / self.std_[rows]).astype(np.float32))
+            out, state = model.net_.step(x_t, select_states(self.state_, rows))
+            self.state_ = set_states(self.state_, rows, state)
+            self.last_out_[rows] = model._anchor(out, x_t)
+        for i, t in zip(rows, times):
+            self.last_time_[i] = t
+        return self
+
     @torch.no_grad()
     def _step_known(self, known: dict[Any, tuple[np.ndarray, Any]], position: dict[Any, int]) -> None:
         """Advance known series: long chunks by prefill, the rest in batched rounds of `step`."""

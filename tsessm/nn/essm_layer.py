@@ -11,6 +11,7 @@ with its Vandermonde kernel by FFT"); `step` and `prefill` carry the state x exp
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,16 @@ from tsessm.errors import StreamingNotSupported
 from tsessm.nn.init import INITS
 
 DISCRETIZATIONS = ("zoh", "bilinear")
+
+
+class _Operator(NamedTuple):
+    """The discretised layer as the views use it (S heads, n states, h channels per head)."""
+
+    log_lambda_bar: Tensor  # (S, n) complex
+    lambda_bar: Tensor  # (S, n) complex
+    w_in: Tensor  # (S, h, 2n) real: u -> (Re, Im) of B_bar u
+    w_out: Tensor  # (S, 2n, h) real: (Re x, Im x) -> Re(C x)
+    w_back: Tensor | None  # (S, 2n, h) real, the future's read-out (bidirectional only)
 
 
 def _softplus_inverse(x: Tensor) -> Tensor:
@@ -98,21 +109,22 @@ class ESSMLayer(nn.Module):
         re = -(F.softplus(self.lambda_re_raw) + self._re_floor)
         return torch.complex(re, self.lambda_im)
 
-    def _discretize(self) -> tuple[Tensor, Tensor]:
-        """(log Lambda_bar (S, n), B_bar (S, n, h)), both complex.
+    def _discretize(self) -> _Operator:
+        """The discretised operator in the form the views use.
 
         Without autograd (streaming) the result is cached until a parameter changes, so one
         `step` costs a handful of small tensor ops, not a rediscretisation.
         """
         if torch.is_grad_enabled():
-            return self._compute_discretization()
+            return self._compute_operator()
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
         if getattr(self, "_cache_key", None) != key:
-            self._cache = self._compute_discretization()
+            self._cache = self._compute_operator()
             self._cache_key = key
         return self._cache
 
-    def _compute_discretization(self) -> tuple[Tensor, Tensor]:
+    def _discretize_states(self) -> tuple[Tensor, Tensor]:
+        """(log Lambda_bar (S, n), B_bar (S, n, h)), both complex."""
         lam = self.continuous_lambda()
         dt = torch.exp(self.log_dt).to(lam.dtype)
         B = torch.complex(self.B[0], self.B[1])
@@ -125,12 +137,20 @@ class ESSMLayer(nn.Module):
             scale = dt / denom
         return log_lambda_bar, scale[..., None] * B
 
+    def _compute_operator(self) -> _Operator:
+        log_lambda_bar, B_bar = self._discretize_states()
+        # Real block weights: [Re B_bar; Im B_bar] maps u to (Re v, Im v); [C_re, -C_im] reads Re(C x).
+        w_in = torch.cat([B_bar.real, B_bar.imag], dim=1).transpose(1, 2)  # (S, h, 2n)
+        w_out = torch.cat([self.C[0], -self.C[1]], dim=2).transpose(1, 2)  # (S, 2n, h)
+        w_back = torch.cat([self.C_back[0], -self.C_back[1]], dim=2).transpose(1, 2) if self.bidirectional else None
+        return _Operator(log_lambda_bar, torch.exp(log_lambda_bar), w_in, w_out, w_back)
+
     def discrete_system(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(Lambda_bar (S, n), B_bar (S, n, h), C (S, h, n), D (S, h)) of the causal recurrence.
 
         For a bidirectional layer this is the causal (past) half only.
         """
-        log_lambda_bar, B_bar = self._discretize()
+        log_lambda_bar, B_bar = self._discretize_states()
         return torch.exp(log_lambda_bar), B_bar, torch.complex(self.C[0], self.C[1]), self.D
 
     # ----- shared pieces ----------------------------------------------------------------
@@ -143,16 +163,14 @@ class ESSMLayer(nn.Module):
         a = a.reshape(-1, self.n_heads, a.shape[-1]).transpose(0, 1)
         return torch.bmm(a, w).transpose(0, 1).reshape(*lead, self.n_heads, w.shape[-1])
 
-    def _project(self, u: Tensor, B_bar: Tensor) -> Tensor:
+    def _project(self, u: Tensor, w_in: Tensor) -> Tensor:
         """B_bar @ u per head: (..., d_model) real -> (..., S, n) complex."""
-        w = torch.cat([B_bar.real, B_bar.imag], dim=1).transpose(1, 2)  # (S, h, 2n)
-        v = self._per_head_matmul(self._heads(u), w)
+        v = self._per_head_matmul(self._heads(u), w_in)
         return torch.complex(v[..., : self.n], v[..., self.n :])
 
-    def _readout(self, x: Tensor, C: Tensor, u: Tensor | None) -> Tensor:
+    def _readout(self, x: Tensor, w_out: Tensor, u: Tensor | None) -> Tensor:
         """Re(C @ x) (+ D u) per head: x (..., S, n) complex -> (..., d_model) real."""
-        w = torch.cat([C[0], -C[1]], dim=2).transpose(1, 2)  # (S, 2n, h)
-        y = self._per_head_matmul(torch.cat([x.real, x.imag], dim=-1), w)
+        y = self._per_head_matmul(torch.cat([x.real, x.imag], dim=-1), w_out)
         if u is not None:
             y = y + self.D * self._heads(u)
         return y.reshape(*y.shape[:-2], self.d_model)
@@ -167,14 +185,14 @@ class ESSMLayer(nn.Module):
     # ----- convolution view -------------------------------------------------------------
     def forward(self, u: Tensor) -> Tensor:
         """u: (batch, L, d_model) -> y: (batch, L, d_model), by FFT convolution."""
-        log_lambda_bar, B_bar = self._discretize()
-        v = self._project(u, B_bar)
-        x = causal_state_conv(v, log_lambda_bar)
-        y = self._readout(x, self.C, u)
+        op = self._discretize()
+        v = self._project(u, op.w_in)
+        x = causal_state_conv(v, op.log_lambda_bar)
+        y = self._readout(x, op.w_out, u)
         if self.bidirectional:
             # Mirror kernel: x_back_k = sum_{j>k} Lambda_bar^{j-k} v_j (the present counted once).
-            x_back = causal_state_conv(v.flip(1), log_lambda_bar).flip(1) - v
-            y = y + self._readout(x_back, self.C_back, None)
+            x_back = causal_state_conv(v.flip(1), op.log_lambda_bar).flip(1) - v
+            y = y + self._readout(x_back, op.w_back, None)
         return y
 
     # ----- recurrent view ---------------------------------------------------------------
@@ -186,9 +204,9 @@ class ESSMLayer(nn.Module):
     def step(self, u_t: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """One observation: u_t (batch, d_model), state (batch, S, n) -> (y_t, new state)."""
         self._check_streamable("step")
-        log_lambda_bar, B_bar = self._discretize()
-        state = torch.exp(log_lambda_bar) * state + self._project(u_t, B_bar)
-        return self._readout(state, self.C, u_t), state
+        op = self._discretize()
+        state = op.lambda_bar * state + self._project(u_t, op.w_in)
+        return self._readout(state, op.w_out, u_t), state
 
     def prefill(self, u: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Convolution view over u (batch, L, d_model) starting from `state` (zero if None).
@@ -197,10 +215,10 @@ class ESSMLayer(nn.Module):
         equal to calling `step` L times.
         """
         self._check_streamable("prefill")
-        log_lambda_bar, B_bar = self._discretize()
-        x = causal_state_conv(self._project(u, B_bar), log_lambda_bar)
+        op = self._discretize()
+        x = causal_state_conv(self._project(u, op.w_in), op.log_lambda_bar)
         if state is not None:
             # The carried state decays as Lambda_bar^(k+1) into position k.
             powers = torch.arange(1, u.shape[1] + 1, device=u.device, dtype=u.dtype)
-            x = x + torch.exp(powers[:, None, None] * log_lambda_bar) * state[:, None]
-        return self._readout(x, self.C, u), x[:, -1]
+            x = x + torch.exp(powers[:, None, None] * op.log_lambda_bar) * state[:, None]
+        return self._readout(x, op.w_out, u), x[:, -1]
