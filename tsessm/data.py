@@ -96,8 +96,7 @@ def _check_columns(frame: pd.DataFrame, name: str) -> None:
     if frame.columns.has_duplicates:
         dup = frame.columns[frame.columns.duplicated()][0]
         raise ValueError(f"{name}: column {dup!r} appears more than once")
-    for col in frame.columns:
-        dtype = frame[col].dtype
+    for col, dtype in frame.dtypes.items():
         if pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
             raise TypeError(f"{name}: column {col!r} is not numeric (dtype {dtype})")
 
@@ -185,7 +184,8 @@ def to_series(y: Any, *, missing: str = "error", name: str = "y", freq: Any = No
         )
     if frame.shape[0] == 0 or frame.shape[1] == 0:
         raise ValueError(f"{name} is empty (shape {frame.shape})")
-    frame = frame.rename(columns=str)
+    if not all(isinstance(c, str) for c in frame.columns):
+        frame = frame.rename(columns=str)
     _check_columns(frame, name)
     _check_index(frame, name, kind)
     freq = freq if freq is not None else infer_freq(frame.index)
@@ -232,8 +232,9 @@ def future_index(index: pd.Index, freq: Any, steps: np.ndarray) -> pd.Index:
     """Index labels for `steps` (1-based) steps after the last label of `index`."""
     last = index[-1]
     if isinstance(index, pd.DatetimeIndex):
-        return pd.DatetimeIndex([last + s * pd.Timedelta(freq) for s in steps], name=index.name)
-    return pd.Index(last + steps, name=index.name)
+        return pd.DatetimeIndex(last + pd.to_timedelta(np.asarray(steps) * pd.Timedelta(freq).value, unit="ns"),
+                                name=index.name)
+    return pd.Index(last + np.asarray(steps), name=index.name)
 
 
 def to_output(values: np.ndarray, columns: list[str], index: pd.Index, like: Series) -> Any:
