@@ -1,6 +1,16 @@
 """tsessm: streaming time-series forecasting with eSSM, an efficient diagonal state space model."""
 from tsessm.errors import StreamingNotSupported
-from tsessm.forecasters import BaseForecaster, ESSMForecaster, NaiveForecaster
+from tsessm.forecasters import (
+    ARIMAForecaster,
+    BaseForecaster,
+    ESSMForecaster,
+    LSTMForecaster,
+    NaiveForecaster,
+    PanelForecaster,
+)
 
 __version__ = "0.1.0"
-__all__ = ["BaseForecaster", "ESSMForecaster", "NaiveForecaster", "StreamingNotSupported", "__version__"]
+__all__ = [
+    "ARIMAForecaster", "BaseForecaster", "ESSMForecaster", "LSTMForecaster", "NaiveForecaster",
+    "PanelForecaster", "StreamingNotSupported", "__version__",
+]

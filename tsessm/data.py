@@ -28,6 +28,7 @@ class Series:
     freq: Any  # pd.DateOffset / Timedelta for timestamps, int 1 for integer steps, None if unknown
     kind: str  # "pandas", "pandas-series", "polars", "numpy-1d", "numpy-2d"
     time_col: str | None = None  # the polars time column's name
+    time_dtype: Any = None  # and its polars dtype, so outputs keep the unit
     filled: np.ndarray = field(default=None)  # (T,) bool: rows created by a missing= policy
 
     def __len__(self) -> int:
@@ -49,7 +50,7 @@ def _from_pandas(y: pd.DataFrame | pd.Series, name: str) -> tuple[pd.DataFrame, 
     return y, "pandas"
 
 
-def _from_polars(y: Any, name: str) -> tuple[pd.DataFrame, str, str]:
+def _from_polars(y: Any, name: str) -> tuple[pd.DataFrame, str, str, Any]:
     import polars as pl
 
     time_cols = [c for c, t in y.schema.items() if isinstance(t, pl.Datetime) or t == pl.Date]
@@ -61,13 +62,15 @@ def _from_polars(y: Any, name: str) -> tuple[pd.DataFrame, str, str]:
     time_col = time_cols[0]
     frame = y.drop(time_col).to_pandas()
     frame.index = pd.DatetimeIndex(y[time_col].to_pandas(), name=time_col)
-    return frame, "polars", time_col
+    return frame, "polars", time_col, y.schema[time_col]
 
 
 def _from_numpy(y: np.ndarray, name: str) -> tuple[pd.DataFrame, str]:
     if y.ndim not in (1, 2):
         raise ValueError(f"{name}: a numpy array must be 1-D or 2-D, got shape {y.shape}")
     kind = f"numpy-{y.ndim}d"
+    if y.size == 0:
+        raise ValueError(f"{name} is empty (shape {y.shape})")
     arr = y.reshape(len(y), -1)
     if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
         raise TypeError(f"{name}: the array's dtype {arr.dtype} is not a real number type")
@@ -168,11 +171,11 @@ def to_series(y: Any, *, missing: str = "error", name: str = "y", freq: Any = No
     """
     if missing not in MISSING_POLICIES:
         raise ValueError(f"missing must be one of {MISSING_POLICIES}, got {missing!r}")
-    time_col = None
+    time_col = time_dtype = None
     if isinstance(y, (pd.DataFrame, pd.Series)):
         frame, kind = _from_pandas(y, name)
     elif type(y).__module__.startswith("polars") and type(y).__name__ == "DataFrame":
-        frame, kind, time_col = _from_polars(y, name)
+        frame, kind, time_col, time_dtype = _from_polars(y, name)
     elif isinstance(y, np.ndarray):
         frame, kind = _from_numpy(y, name)
     elif isinstance(y, (list, tuple)):
@@ -198,6 +201,7 @@ def to_series(y: Any, *, missing: str = "error", name: str = "y", freq: Any = No
         freq=freq,
         kind=kind,
         time_col=time_col,
+        time_dtype=time_dtype,
         filled=filled,
     )
 
@@ -248,7 +252,7 @@ def to_output(values: np.ndarray, columns: list[str], index: pd.Index, like: Ser
         import polars as pl
 
         out = pl.from_pandas(frame.reset_index(names=like.time_col))
-        return out
+        return out.with_columns(pl.col(like.time_col).cast(like.time_dtype)) if like.time_dtype is not None else out
     return frame
 
 

@@ -59,13 +59,25 @@ class BaseForecaster(BaseEstimator):
         return 1
 
     # ----- fit ---------------------------------------------------------------------------
-    def _prepare(self, y: Any, X: Any, name: str, freq: Any = None) -> Series:
+    def _prepare(self, y: Any, X: Any, name: str, freq: Any = None) -> tuple[Series, list[str]]:
+        """(y with the covariate columns of X appended, y's own columns)."""
         missing = getattr(self, "missing", "error")
         series = to_series(y, missing=missing, name=name, freq=freq)
+        own = list(series.columns)
         if X is not None:
             x_name = "X" if name == "y" else name.replace("y", "X", 1)
             series = with_covariates(series, to_series(X, missing=missing, name=x_name, freq=series.freq))
-        return series
+        return series, own
+
+    def _transaction(self, work, *args) -> None:
+        """Run `work`; if it raises, restore every attribute so the estimator is unchanged."""
+        saved = dict(self.__dict__)
+        try:
+            work(*args)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
 
     def fit(self, y: Any, X: Any = None, *, y_val: Any = None, X_val: Any = None) -> "BaseForecaster":
         """Fit on `y` (+ covariates `X`, used as inputs only). Returns self.
@@ -74,8 +86,8 @@ class BaseForecaster(BaseEstimator):
         end of `y` are ignored), used by models with early stopping.
         """
         self._check_params()
-        series = self._prepare(y, X, "y")
-        targets = resolve_target(series.columns, self.target)
+        series, own_columns = self._prepare(y, X, "y")
+        targets = resolve_target(own_columns, self.target)  # covariates are inputs, never targets
         need = self._min_length()
         if len(series) < need:
             raise ValueError(
@@ -83,15 +95,19 @@ class BaseForecaster(BaseEstimator):
             )
         val_values = None
         if y_val is not None:
-            val = self._prepare(y_val, X_val, "y_val", freq=series.freq)
+            val, _ = self._prepare(y_val, X_val, "y_val", freq=series.freq)
             if val.columns != series.columns:
                 raise ValueError(f"y_val columns {val.columns} differ from y's {series.columns}")
             keep = np.asarray(val.index > series.index[-1])
             val_values = val.values[keep]
             if len(val_values) == 0:
                 raise ValueError("y_val has no rows after the end of y")
+            if not series.kind.startswith("numpy"):
+                first, expected = val.index[keep][0], series.index[-1] + _step(series)
+                if first != expected:
+                    raise ValueError(f"y_val must continue y: its first new row is {first}, expected {expected}")
         target_idx = [series.columns.index(t) for t in targets]
-        self._fit(series.values, target_idx, val_values)
+        self._transaction(self._fit, series.values, target_idx, val_values)
         self.columns_ = series.columns
         self.target_columns_ = targets
         self.freq_ = series.freq
@@ -126,7 +142,7 @@ class BaseForecaster(BaseEstimator):
     def update(self, y_new: Any, X_new: Any = None) -> "BaseForecaster":
         """Absorb observations that follow the last one seen, without refitting. Returns self."""
         check_is_fitted(self, "n_seen_")
-        series = self._prepare(y_new, X_new, "y_new", freq=self.freq_)
+        series, _ = self._prepare(y_new, X_new, "y_new", freq=self.freq_)
         if sorted(series.columns) != sorted(self.columns_):
             missing = sorted(set(self.columns_) - set(series.columns))
             extra = sorted(set(series.columns) - set(self.columns_))
@@ -135,7 +151,7 @@ class BaseForecaster(BaseEstimator):
             )
         values = series.values[:, [series.columns.index(c) for c in self.columns_]]
         self._check_continues(series.index)
-        self._update(values)
+        self._transaction(self._update, values)
         self.last_index_ = series.index[-1:]
         self.n_seen_ += len(values)
         return self
@@ -194,6 +210,10 @@ class BaseForecaster(BaseEstimator):
     def _forecast_stream(self, values: np.ndarray) -> np.ndarray:
         """Forecast at every row of `values` from the fitted state (one pass): (T, horizon, k)."""
         raise NotImplementedError(f"{type(self).__name__} has no one-pass backtest")
+
+
+def _step(series: Series) -> Any:
+    return pd.Timedelta(series.freq) if isinstance(series.index, pd.DatetimeIndex) else series.freq
 
 
 def _class_by_path(path: str) -> type:

@@ -25,9 +25,13 @@ PREFILL_MIN_ROWS = 16
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
+    """"auto" -> CUDA when present, else CPU; anything else must name a torch device."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from exc
 
 
 class NeuralForecaster(BaseForecaster):
@@ -53,9 +57,9 @@ class NeuralForecaster(BaseForecaster):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if not 0 <= self.dropout < 1:
+        if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if not 0 <= self.validation_fraction < 1:
+        if not isinstance(self.validation_fraction, (int, float)) or not 0 <= self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
         resolve_device(self.device)  # raises on an unknown device string
 
@@ -91,6 +95,9 @@ class NeuralForecaster(BaseForecaster):
         history = values if val_values is None else np.vstack([values, val_values])
         self.mean_ = values[:n_train].mean(axis=0)
         std = values[:n_train].std(axis=0)
+        if not (np.isfinite(std).all() and np.isfinite(self.mean_).all()):
+            col = int(np.argmax(~np.isfinite(std)))
+            raise ValueError(f"column {col} of y is too large to scale (its standard deviation overflows)")
         self.std_ = np.where(std > 1e-12, std, 1.0)
         self._fit_segments([(self._scale(history), n_train)], target_idx)
         self._reset_stream(self._scale(values))

@@ -75,7 +75,10 @@ class ESSMLayer(nn.Module):
         dt_max: float = 1e-1,
     ) -> None:
         super().__init__()
-        if n_heads < 1 or d_model % n_heads or d_state % n_heads:
+        for name, value in {"d_model": d_model, "d_state": d_state, "n_heads": n_heads}.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if d_model % n_heads or d_state % n_heads:
             raise ValueError(
                 f"n_heads={n_heads} must divide d_model={d_model} and d_state={d_state}"
             )

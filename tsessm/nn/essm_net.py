@@ -72,9 +72,10 @@ class ESSMNet(nn.Module):
         super().__init__()
         if mixer not in _MIXERS:
             raise ValueError(f"mixer must be one of {sorted(_MIXERS)}, got {mixer!r}")
-        for name, value in {"n_in": n_in, "n_out": n_out, "horizon": horizon, "n_layers": n_layers}.items():
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+        sizes = {"n_in": n_in, "n_out": n_out, "horizon": horizon, "n_layers": n_layers, "d_model": d_model}
+        for name, value in sizes.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.n_in, self.n_out, self.horizon = n_in, n_out, horizon
         self.encoder = nn.Linear(n_in, d_model)
         self.blocks = nn.ModuleList(

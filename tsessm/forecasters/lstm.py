@@ -1,0 +1,79 @@
+"""LSTMForecaster: the recurrent baseline, trained and streamed by the shared NeuralForecaster."""
+from __future__ import annotations
+
+from torch import nn
+
+from tsessm.forecasters.neural import NeuralForecaster
+from tsessm.nn.lstm_net import LSTMNet
+
+
+class LSTMForecaster(NeuralForecaster):
+    """Forecast the next `horizon` steps with a causal LSTM (`tsessm.nn.lstm_net.LSTMNet`).
+
+    Same training, scaling, streaming state and backtests as `ESSMForecaster`; only the net
+    differs. `update` advances the LSTM's (h, c) state without refitting.
+
+    Args:
+        horizon: steps forecast at once.
+        target: column name(s) to forecast; None = every column. Other columns are inputs (MS).
+        lookback: history one training example warms up on; the windowed backtest sees this many rows.
+        d_model, n_layers: width of the encoder/LSTM/head and number of stacked LSTM layers.
+        dropout: between LSTM layers (no effect with one layer).
+        lr, epochs, batch_size, patience: training; AdamW with a one-cycle schedule,
+            early stopping after `patience` epochs without validation improvement.
+        steps_per_epoch: optimizer steps per epoch; None = a quarter of the distinct windows
+            (10 to 200 batches).
+        validation_fraction: tail of `y` held out for early stopping when no `y_val` is given.
+        relative: forecast the change from the current value (a streaming-safe normalisation).
+        missing: "error", "ffill" or "interpolate" for gaps and NaN in the input.
+        device: "auto" (CUDA when present), "cpu", "cuda", ...
+        verbose: 0 silences the progress bar.
+        random_state: seed; the same seed gives identical predictions on CPU.
+    """
+
+    def __init__(
+        self,
+        horizon: int = 24,
+        target=None,
+        lookback: int = 96,
+        d_model: int = 64,
+        n_layers: int = 2,
+        dropout: float = 0.1,
+        lr: float = 3e-3,
+        epochs: int = 10,
+        batch_size: int = 32,
+        steps_per_epoch: int | None = None,
+        patience: int = 3,
+        validation_fraction: float = 0.1,
+        relative: bool = True,
+        missing: str = "error",
+        device: str = "auto",
+        verbose: int = 1,
+        random_state: int | None = None,
+    ) -> None:
+        self.horizon = horizon
+        self.target = target
+        self.lookback = lookback
+        self.d_model = d_model
+        self.n_layers = n_layers
+        self.dropout = dropout
+        self.lr = lr
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.steps_per_epoch = steps_per_epoch
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.relative = relative
+        self.missing = missing
+        self.device = device
+        self.verbose = verbose
+        self.random_state = random_state
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        self._build_net(1, 1)  # a throw-away net checks d_model and n_layers
+
+    def _build_net(self, n_in: int, n_out: int) -> nn.Module:
+        return LSTMNet(
+            n_in, n_out, self.horizon, d_model=self.d_model, n_layers=self.n_layers, dropout=self.dropout
+        )

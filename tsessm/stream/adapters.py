@@ -1,0 +1,161 @@
+"""The runner's view of a model: a small protocol, so one runner serves one series or a panel.
+
+The runner never calls a forecaster directly. It asks an adapter:
+
+    adapter.freq                      the step between observations (pd.Timedelta or pd.DateOffset)
+    adapter.columns                   value fields every record must carry (list[str])
+    adapter.targets                   the forecast's keys (list[str])
+    adapter.tz                        the time zone of the model's timestamps (None = naive)
+    adapter.last_time(series_id)      -> pd.Timestamp | None: the last observation absorbed
+    adapter.apply(series_id, time, values: dict[str, float]) -> None: absorb one observation
+    adapter.forecast(series_id)       -> dict[str, list[float]]: the next H steps per target
+    adapter.save(path)                -> dict: write the model and its state to `path` (one file),
+                                         return small JSON-able extras kept in the checkpoint
+    type(adapter).load(path, extras)  -> adapter: the inverse of save
+
+The runner validates each record (fields, numbers, timestamp, order, gaps) before calling
+`apply`, so `apply` only sees the observation that follows `last_time(series_id)` by one step.
+An adapter raises `RecordError` for a problem that belongs to the record (e.g. a series id it
+does not serve); the runner reports that record as bad, and the adapter must leave its state
+as it was. Any other exception stops the stream.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Hashable, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+SeriesId = Hashable  # None for a single unnamed series; a str or int from --id-col
+
+
+class RecordError(ValueError):
+    """A record the adapter cannot take (the runner reports it as a bad record)."""
+
+
+@runtime_checkable
+class StreamAdapter(Protocol):
+    freq: Any
+    columns: list[str]
+    targets: list[str]
+    tz: Any
+
+    def last_time(self, series_id: SeriesId) -> pd.Timestamp | None: ...
+
+    def apply(self, series_id: SeriesId, time: pd.Timestamp, values: dict[str, float]) -> None: ...
+
+    def forecast(self, series_id: SeriesId) -> dict[str, list[float]]: ...
+
+    def save(self, path: str | Path) -> dict: ...
+
+    @classmethod
+    def load(cls, path: str | Path, extras: dict) -> "StreamAdapter": ...
+
+
+_UNSET = object()
+
+
+class SingleSeriesAdapter:
+    """One fitted `BaseForecaster` over one series.
+
+    Without --id-col every record's series id is None. With --id-col the first id seen is
+    the series this model serves; a record with another id is a bad record naming that id.
+    """
+
+    def __init__(self, forecaster: Any) -> None:
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(forecaster, "n_seen_")
+        if not isinstance(forecaster.last_index_, pd.DatetimeIndex):
+            raise ValueError(
+                f"{type(forecaster).__name__} was fitted on integer steps, not timestamps; "
+                "streaming needs a model fitted on a time-indexed series"
+            )
+        if getattr(forecaster, "bidirectional", False):
+            raise ValueError(
+                "a bidirectional model reads the future of every position and cannot stream; "
+                "use one fitted with bidirectional=False"
+            )
+        self.model = forecaster
+        self.freq = forecaster.freq_
+        self.columns = list(forecaster.columns_)
+        self.targets = list(forecaster.target_columns_)
+        self.tz = forecaster.last_index_.tz
+        self._index_name = forecaster.last_index_.name
+        self._series_id: Any = _UNSET
+
+    @property
+    def series_id(self) -> Any:
+        """The series this model serves (None without --id-col); unset before the first record."""
+        return None if self._series_id is _UNSET else self._series_id
+
+    def _check(self, series_id: SeriesId) -> None:
+        if self._series_id is _UNSET:
+            self._series_id = series_id  # the first id seen names the series
+        elif series_id != self._series_id or type(series_id) is not type(self._series_id):
+            raise RecordError(
+                f"series id {series_id!r} is not the one this single-series model serves "
+                f"({self._series_id!r}, the first id seen)"
+            )
+
+    def last_time(self, series_id: SeriesId) -> pd.Timestamp:
+        self._check(series_id)
+        return self.model.last_index_[0]
+
+    def apply(self, series_id: SeriesId, time: pd.Timestamp, values: dict[str, float]) -> None:
+        self._check(series_id)
+        row = np.array([[values[c] for c in self.columns]], dtype=np.float64)
+        frame = pd.DataFrame(row, columns=self.columns, index=pd.DatetimeIndex([time], name=self._index_name))
+        try:
+            self.model.update(frame)  # validates before it changes anything
+        except ValueError as exc:
+            raise RecordError(str(exc)) from None
+
+    def forecast(self, series_id: SeriesId) -> dict[str, list[float]]:
+        self._check(series_id)
+        # `_predict()` is what `predict()` returns for fh=1..H, without the frame around it.
+        out = np.asarray(self.model._predict(), dtype=np.float64)
+        return {t: out[:, j].tolist() for j, t in enumerate(self.targets)}
+
+    def save(self, path: str | Path) -> dict:
+        self.model.save(path)
+        return {} if self._series_id is _UNSET else {"series_id": self._series_id}
+
+    @classmethod
+    def load(cls, path: str | Path, extras: dict) -> "SingleSeriesAdapter":
+        from tsessm.forecasters.base import BaseForecaster
+
+        adapter = cls(BaseForecaster.load(path))
+        if "series_id" in extras:
+            adapter._series_id = extras["series_id"]
+        return adapter
+
+
+def load_model(path: str | Path) -> Any:
+    """Read the model file given to --model (extension point: other saved kinds, registry URIs)."""
+    from tsessm.forecasters.base import BaseForecaster
+
+    return BaseForecaster.load(path)
+
+
+def make_adapter(model: Any) -> StreamAdapter:
+    """The adapter for a loaded model (or the adapter itself, passed through).
+
+    Extension point: a multi-series (panel) model gets its own adapter here.
+    """
+    if isinstance(model, StreamAdapter) and not hasattr(model, "fit"):
+        return model
+    return SingleSeriesAdapter(model)
+
+
+def class_path(adapter: Any) -> str:
+    return f"{type(adapter).__module__}:{type(adapter).__qualname__}"
+
+
+def load_adapter(path_of_class: str, model_file: str | Path, extras: dict) -> StreamAdapter:
+    """Rebuild an adapter from a checkpoint: `module:Class`, its model file and extras."""
+    module, _, name = path_of_class.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    return cls.load(model_file, extras)

@@ -1,0 +1,161 @@
+"""`tsessm stream`: the command line of the online runner (argument parsing stays import-light)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Sequence
+
+DESCRIPTION = """\
+Run a trained model online: read observations (CSV with a header, or JSON lines) from a file
+or stdin, update the model's state with each one and write its forecast as a JSON line:
+  {"id": <id or null>, "time": "<time of the observation>", "forecast": {"<target>": [v_1, ..., v_H]}}
+Checkpoints (model state + input position + counters) go to --checkpoint; rerunning the same
+command resumes from there. Delivery is at-least-once: after a crash some lines may repeat,
+identical, so deduplicate by (id, time)."""
+
+EPILOG = """\
+example: pipe the new rows of a CSV through a trained model
+  tsessm train history.csv --time-col time --target load --horizon 24 --out model.pkl --no-track
+  cat new_rows.csv | tsessm stream --model model.pkl --input - --checkpoint ckpt/ > forecasts.jsonl
+
+  new_rows.csv (the model's columns by name, then one row per step after history.csv):
+    time,load,temp
+    2024-01-13T12:00:00,1.27,0.31
+    2024-01-13T13:00:00,1.30,0.35
+  forecasts.jsonl, one line per row:
+    {"id": null, "time": "2024-01-13T12:00:00", "forecast": {"load": [1.29, 1.31, ...]}}
+
+more:
+  tsessm stream --model model.pkl --input new_rows.csv --output forecasts.jsonl --checkpoint ckpt/
+      # a file input resumes at the line after the last checkpoint when rerun
+  tsessm stream --model model.pkl --input live.csv --follow --checkpoint ckpt/ --gap ffill
+      # follow a growing file until SIGINT/SIGTERM (a clean stop writes a checkpoint)
+  producer | tsessm stream --model model.pkl --input - --id-col sensor --checkpoint ckpt/ --on-bad-record skip
+      # JSON lines such as {"sensor": "a", "time": "2024-01-13T12:00:00", "load": 1.27, "temp": 0.31}
+
+exit status: 0 at the end of the input (or a clean stop), 1 when a bad record or a gap stops the
+stream (the message names the input line), 2 for bad arguments, a missing model or an
+unusable checkpoint."""
+
+# Test-only: seconds to sleep before each record, so a test can kill the runner mid-stream.
+TEST_DELAY_ENV = "TSESSM_STREAM_TEST_DELAY"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the `stream` options to a parser."""
+    p.add_argument("--model", required=True, metavar="PATH",
+                   help="a model file written by `tsessm train` / save() (not read when resuming from --checkpoint)")
+    p.add_argument("--input", required=True, metavar="PATH|-",
+                   help="CSV with a header or JSON lines; - reads stdin")
+    p.add_argument("--output", default="-", metavar="PATH|-",
+                   help="where the JSON lines go: - for stdout (default), or a file (appended to)")
+    p.add_argument("--checkpoint", required=True, metavar="DIR",
+                   help="checkpoint directory; an existing checkpoint there is resumed")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=100, metavar="N",
+                   help="checkpoint after every N observations applied (default 100), and at the end")
+    p.add_argument("--time-col", default="time", metavar="NAME", help="the time field, ISO 8601 (default: time)")
+    p.add_argument("--id-col", metavar="NAME", help="the series id field (default: no id; output id is null)")
+    p.add_argument("--gap", choices=["error", "ffill"], default="error",
+                   help="a time more than one step after the last: stop (error, default) or apply the last "
+                        "values for the missing steps first (ffill; their lines carry \"filled\": true)")
+    p.add_argument("--on-bad-record", choices=["error", "skip"], default="error",
+                   help="a malformed record: stop with exit 1 (error, default) or report it and go on (skip)")
+    p.add_argument("--emit-every", type=_positive_int, default=1, metavar="N",
+                   help="write the forecast after every N-th observation of a series (default 1)")
+    p.add_argument("--follow", action="store_true",
+                   help="at the end of an --input file, wait for more lines until SIGINT/SIGTERM")
+    p.add_argument("--idle-timeout", type=_positive_float, metavar="SECONDS",
+                   help="with --follow: stop cleanly after this long without a new line")
+    p.add_argument("--format", choices=["auto", "csv", "jsonl"], default="auto",
+                   help="input format (default auto: by file extension, else a first line starting with { is JSON lines)")
+    return p
+
+
+def add_stream_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register `stream` on the `tsessm` sub-command parsers; dispatch with run_stream_command(args)."""
+    p = subparsers.add_parser(
+        "stream", help="run a trained model online over a stream of observations, with checkpoints",
+        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return configure_parser(p)
+
+
+def build_parser(prog: str = "python -m tsessm.stream") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    return configure_parser(p)
+
+
+def _error(message: str) -> None:
+    print(f"tsessm stream: error: {message}".replace("\n", " "), file=sys.stderr, flush=True)
+
+
+def run_stream_command(args: argparse.Namespace) -> int:
+    """Run `tsessm stream` from parsed arguments; returns the exit status (0, 1 or 2)."""
+    if args.idle_timeout is not None and not args.follow:
+        _error("--idle-timeout needs --follow")
+        return 2
+    try:
+        delay = float(os.environ.get(TEST_DELAY_ENV) or 0)
+    except ValueError:
+        delay = 0.0
+    from tsessm.stream.runner import StreamSetupError, run_stream
+    from tsessm.stream.sources import open_source
+
+    try:
+        try:
+            source = open_source(args.input, fmt=args.format, follow=args.follow, idle_timeout=args.idle_timeout)
+        except (OSError, ValueError) as exc:
+            raise StreamSetupError(str(exc)) from None
+        result = run_stream(
+            args.model, source, args.output, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
+            time_col=args.time_col, id_col=args.id_col, gap=args.gap, on_bad_record=args.on_bad_record,
+            emit_every=args.emit_every, handle_signals=True, record_delay=delay,
+        )
+    except StreamSetupError as exc:
+        _error(str(exc))
+        return 2
+    except Exception as exc:
+        if getattr(args, "debug", False):
+            raise
+        _error(f"{type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+        return 1
+    if result.status == "output_closed" and args.output == "-":
+        # Keep Python's exit-time flush of a closed stdout quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    if result.exit_code:
+        _error(result.message or result.status)
+        return result.exit_code
+    c = result.counters
+    how = {"end": "end of input", "stopped": "stopped", "idle": "idle timeout"}.get(result.status, result.status)
+    print(f"tsessm stream: {how}{' (resumed)' if result.resumed else ''}: {c.applied} applied, {c.filled} filled, "
+          f"{c.duplicates} replays skipped, {c.bad} bad records, {c.emitted} lines written; "
+          f"checkpoint at input line {result.line} in {args.checkpoint}", file=sys.stderr, flush=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_stream_command(build_parser().parse_args(argv))

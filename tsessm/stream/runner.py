@@ -1,0 +1,420 @@
+"""The online runner: read observations, update the model, emit forecasts, checkpoint.
+
+Delivery is at-least-once, keyed by (series id, time): the state only moves forward (an
+observation whose time is not after the last applied one of its series is skipped as a
+replay), output is written and flushed before the checkpoint that covers it, and a restart
+resumes from the last checkpoint -- so output lines after it may appear twice, identical.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import signal
+import sys
+import threading
+import time as _time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import pandas as pd
+
+from tsessm.stream.adapters import RecordError, StreamAdapter, class_path, load_adapter, load_model, make_adapter
+from tsessm.stream.checkpoint import CheckpointError, CheckpointStore
+from tsessm.stream.sinks import open_sink
+from tsessm.stream.sources import Record, open_source
+
+GAP_POLICIES = ("error", "ffill")
+BAD_RECORD_POLICIES = ("error", "skip")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(?:$|[T ]\d{2}:\d{2})")
+
+
+class StreamSetupError(ValueError):
+    """The stream cannot start: bad arguments, a missing model, an unusable checkpoint."""
+
+
+@dataclass
+class Counters:
+    records: int = 0  # records read (not counting those skipped by the restart position)
+    applied: int = 0  # observations from the input absorbed by the model
+    filled: int = 0  # forward-filled steps absorbed (--gap ffill)
+    duplicates: int = 0  # replays skipped: time not after the last applied one of the series
+    bad: int = 0  # malformed records skipped (--on-bad-record skip)
+    emitted: int = 0  # output lines written
+
+
+@dataclass
+class _Series:
+    count: int = 0  # observations applied (input and filled), drives --emit-every
+    last_values: list[float] | None = None  # for --gap ffill
+
+
+@dataclass
+class StreamResult:
+    status: str  # "end", "stopped" (signal/stop event), "idle" (--idle-timeout), "bad_record", "output_closed"
+    message: str | None  # why a stream stopped early (one line, names the input line)
+    counters: Counters
+    line: int  # input position: the last line consumed
+    adapter: Any  # the adapter, holding the model in its final state
+    resumed: bool  # started from a checkpoint
+    lines: list[dict] | None = field(default=None, repr=False)  # the output, when no sink was given
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.status in ("bad_record", "output_closed") else 0
+
+
+class _Bad(Exception):
+    pass
+
+
+class _Stop(Exception):
+    pass
+
+
+def steps_between(last: pd.Timestamp, t: pd.Timestamp, freq: Any) -> int | None:
+    """k with t == last + k * freq (t after last), or None when t is off that grid."""
+    try:
+        step = pd.Timedelta(freq).value
+    except (TypeError, ValueError):  # a calendar offset (months, business days, ...)
+        step = 0
+    if step > 0:
+        k, rest = divmod((t - last).value, step)
+        return int(k) if rest == 0 else None
+    k, current = 0, last
+    while current < t:
+        k += 1
+        current = last + k * freq
+    return k if current == t else None
+
+
+def _number(name: str, value: Any) -> float:
+    if value is None:
+        raise _Bad(f"field {name!r} is null")
+    if isinstance(value, bool):
+        raise _Bad(f"field {name!r} is not a number ({value!r})")
+    if isinstance(value, (int, float)):
+        try:
+            number = float(value)
+        except OverflowError:
+            raise _Bad(f"field {name!r} is out of the float range") from None
+    elif isinstance(value, str):
+        if not value.strip():
+            raise _Bad(f"field {name!r} is empty")
+        try:
+            number = float(value)
+        except ValueError:
+            raise _Bad(f"field {name!r} is not a number ({value!r})") from None
+    else:
+        raise _Bad(f"field {name!r} is not a number ({type(value).__name__})")
+    if not math.isfinite(number):
+        raise _Bad(f"field {name!r} is {value!r}, not a finite number")
+    return number
+
+
+class _Runner:
+    def __init__(self, adapter: StreamAdapter, source: Any, sink: Any, store: CheckpointStore | None, *,
+                 checkpoint_every: int, time_col: str, id_col: str | None, gap: str, on_bad_record: str,
+                 emit_every: int, log: Callable[[str], None], record_delay: float) -> None:
+        self.adapter, self.source, self.sink, self.store = adapter, source, sink, store
+        self.checkpoint_every, self.time_col, self.id_col = checkpoint_every, time_col, id_col
+        self.gap, self.on_bad_record, self.emit_every = gap, on_bad_record, emit_every
+        self.log, self.record_delay = log, record_delay
+        self.counters = Counters()
+        self.series: dict[Any, _Series] = {}
+        self.line = 0
+        self.seq = 0
+        self.since_checkpoint = 0
+        self.model_source: str | None = None
+
+    # ----- checkpoint -----------------------------------------------------------------------
+    def restore(self, manifest: dict) -> None:
+        self.counters = Counters(**{k: int(v) for k, v in manifest["counters"].items() if k in Counters.__dataclass_fields__})
+        self.series = {
+            entry["id"]: _Series(int(entry["count"]), entry.get("last_values")) for entry in manifest["series"]
+        }
+        self.seq = int(manifest["seq"])
+        self.model_source = manifest.get("model_source")
+        position = manifest["position"]
+        if position.get("positional") and self.source.positional:
+            self.line = int(position["line"])
+            self.source.skip_until = self.line
+
+    def checkpoint(self) -> None:
+        if self.store is None:
+            return
+        self.sink.sync()  # the output a checkpoint covers is durable before the commit
+        self.seq += 1
+        state = {
+            "position": {"line": self.line, "positional": bool(self.source.positional), "input": self.source.name},
+            "counters": asdict(self.counters),
+            "series": [
+                {"id": sid, "count": s.count, "last_values": s.last_values} for sid, s in self.series.items()
+            ],
+            "model_source": self.model_source,
+        }
+        self.store.write(self.adapter, class_path(self.adapter), state, self.seq)
+        self.since_checkpoint = 0
+
+    # ----- records --------------------------------------------------------------------------
+    def _time(self, value: Any) -> pd.Timestamp:
+        name = self.time_col
+        if not isinstance(value, str) or not _ISO_DATE.match(value.strip()):
+            raise _Bad(f"field {name!r} is not an ISO 8601 timestamp ({value!r})")
+        try:
+            ts = pd.Timestamp(value.strip())
+        except (ValueError, OverflowError) as exc:
+            raise _Bad(f"field {name!r} is not a valid timestamp ({value!r}: {exc})") from None
+        if ts is pd.NaT:
+            raise _Bad(f"field {name!r} is not a valid timestamp ({value!r})")
+        tz = self.adapter.tz
+        if (ts.tz is None) != (tz is None):
+            has = "has no time zone" if ts.tz is None else "has a time zone"
+            want = f"in {tz}" if tz is not None else "without a time zone"
+            raise _Bad(f"field {name!r} {has} ({value!r}); the model's timestamps are {want}")
+        return ts.tz_convert(tz) if tz is not None else ts
+
+    def _convert(self, fields: dict) -> tuple[Any, pd.Timestamp, dict[str, float]]:
+        wanted = ([self.id_col] if self.id_col else []) + [self.time_col] + list(self.adapter.columns)
+        missing = [name for name in wanted if name not in fields]
+        if missing:
+            raise _Bad("missing field" + ("s " if len(missing) > 1 else " ") + ", ".join(map(repr, missing)))
+        sid = None
+        if self.id_col:
+            sid = fields[self.id_col]
+            if isinstance(sid, bool) or not isinstance(sid, (str, int)) or sid == "":
+                raise _Bad(f"field {self.id_col!r} must be a non-empty string or an integer, got {sid!r}")
+        ts = self._time(fields[self.time_col])
+        values = {c: _number(c, fields[c]) for c in self.adapter.columns}
+        return sid, ts, values
+
+    def _bad(self, line: int, message: str) -> None:
+        message = f"line {line}: {message}".replace("\n", " ")
+        if self.on_bad_record == "error":
+            raise _Stop(message)
+        self.counters.bad += 1
+        self.log(f"{message} (skipped)")
+
+    def _apply(self, sid: Any, ts: pd.Timestamp, values: dict[str, float], filled: bool) -> None:
+        self.adapter.apply(sid, ts, values)
+        series = self.series.get(sid)
+        if series is None:
+            series = self.series[sid] = _Series()
+        series.count += 1
+        series.last_values = [values[c] for c in self.adapter.columns]
+        if filled:
+            self.counters.filled += 1
+        else:
+            self.counters.applied += 1
+        self.since_checkpoint += 1
+        if series.count % self.emit_every == 0:
+            line = {"id": sid, "time": ts.isoformat(), "forecast": self.adapter.forecast(sid)}
+            if filled:
+                line["filled"] = True
+            self.sink.write(line)
+            self.counters.emitted += 1
+
+    def process(self, record: Record) -> None:
+        """Absorb one record; raises _Stop when the stream must stop before it."""
+        if record.error is not None:
+            return self._bad(record.line, record.error)
+        try:
+            sid, ts, values = self._convert(record.fields)
+        except _Bad as exc:
+            return self._bad(record.line, str(exc))
+        try:
+            last = self.adapter.last_time(sid)
+        except RecordError as exc:
+            return self._bad(record.line, str(exc))
+        freq = self.adapter.freq
+        fills: list[pd.Timestamp] = []
+        if last is not None:
+            if ts <= last:
+                self.counters.duplicates += 1
+                return None
+            k = steps_between(last, ts, freq)
+            if k is None:
+                return self._bad(record.line, f"time {ts.isoformat()} is off the model's grid: not a whole "
+                                              f"number of steps of {freq} after {last.isoformat()}")
+            if k > 1:
+                where = f"{ts.isoformat()} is {k} steps of {freq} after the last observation {last.isoformat()}"
+                if self.gap == "error":
+                    raise _Stop(f"line {record.line}: gap: {where}; pass --gap ffill to fill it")
+                series = self.series.get(sid)
+                if series is None or series.last_values is None:
+                    return self._bad(record.line, f"gap: {where}, and this stream has no earlier observation "
+                                                  "of the series to forward-fill from")
+                fills = [last + j * freq for j in range(1, k)]
+        if fills:
+            previous = dict(zip(self.adapter.columns, self.series[sid].last_values))
+            for t in fills:
+                self._apply(sid, t, previous, filled=True)
+        try:
+            self._apply(sid, ts, values, filled=False)
+        except RecordError as exc:
+            return self._bad(record.line, str(exc))
+        return None
+
+    # ----- the loop -------------------------------------------------------------------------
+    def run(self) -> tuple[str, str | None]:
+        stopper = self.source.stopper
+        for record in self.source:
+            if self.record_delay:
+                _time.sleep(self.record_delay)  # test hook: slows the stream down (see cli.py)
+            try:
+                self.process(record)
+            except _Stop as exc:
+                return "bad_record", str(exc)
+            except BrokenPipeError:
+                return "output_closed", "the output was closed"
+            self.counters.records += 1
+            self.line = record.line
+            if self.since_checkpoint >= self.checkpoint_every:
+                self.checkpoint()
+            if stopper.is_set():
+                return "stopped", None
+        if stopper.is_set():
+            return "stopped", None
+        return ("idle" if getattr(self.source, "idle", False) else "end"), None
+
+
+def _stderr_log(message: str) -> None:
+    print(f"tsessm stream: {message}", file=sys.stderr, flush=True)
+
+
+def run_stream(
+    model: Any,
+    source: Any,
+    sink: Any = None,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 100,
+    time_col: str = "time",
+    id_col: str | None = None,
+    gap: str = "error",
+    on_bad_record: str = "error",
+    emit_every: int = 1,
+    handle_signals: bool = False,
+    stop_event: Any = None,
+    log: Callable[[str], None] | None = None,
+    record_delay: float = 0.0,
+) -> StreamResult:
+    """Stream observations through a model, emitting a forecast after each one.
+
+    model: a fitted forecaster, a `StreamAdapter`, or the path of a file written by `save()`.
+        Ignored when `checkpoint` holds a checkpoint: the run resumes from it.
+    source: an iterable of dicts, "-" (stdin), a CSV / JSON-lines file path, or a source from
+        `tsessm.stream.sources.open_source` (to follow a growing file, pick the format, ...).
+    sink: a callable taking each output line (a dict), "-" or a path (JSON lines, appended),
+        or None to collect the lines in `result.lines`.
+    checkpoint: directory for checkpoints (None: none), written every `checkpoint_every`
+        applied observations and when the stream ends or is stopped.
+    gap: "error" stops at an observation more than one step after the last; "ffill" applies
+        the last values for the missing steps first (their output lines carry "filled": true).
+    on_bad_record: "error" stops at a malformed record; "skip" reports it (`log`) and goes on.
+    emit_every: write the forecast after every N-th observation of each series.
+    handle_signals: stop cleanly (checkpoint, status "stopped") on SIGINT/SIGTERM.
+    stop_event: a threading.Event; setting it stops the stream cleanly between records.
+    record_delay: seconds to sleep before each record (a testing aid).
+
+    Returns a StreamResult; `exit_code` is 0 for a stream that ended or was stopped cleanly,
+    1 for one stopped by a bad record. Raises StreamSetupError when it cannot start.
+    """
+    if gap not in GAP_POLICIES:
+        raise StreamSetupError(f"gap must be one of {GAP_POLICIES}, got {gap!r}")
+    if on_bad_record not in BAD_RECORD_POLICIES:
+        raise StreamSetupError(f"on_bad_record must be one of {BAD_RECORD_POLICIES}, got {on_bad_record!r}")
+    for name, value in (("checkpoint_every", checkpoint_every), ("emit_every", emit_every)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise StreamSetupError(f"{name} must be a positive integer, got {value!r}")
+    if id_col is not None and id_col == time_col:
+        raise StreamSetupError(f"the id column and the time column are both {id_col!r}")
+    log = log or _stderr_log
+
+    store, manifest = None, None
+    try:
+        if checkpoint is not None:
+            store = CheckpointStore(checkpoint)
+            store.lock()
+            if store.exists():
+                manifest = store.read()
+    except CheckpointError as exc:
+        raise StreamSetupError(str(exc)) from None
+    try:
+        adapter, model_source = _open_adapter(model, manifest)
+        try:
+            src = open_source(source)
+            out = open_sink(sink)
+        except (OSError, ValueError, TypeError) as exc:
+            raise StreamSetupError(str(exc)) from None
+    except BaseException:
+        if store is not None:
+            store.unlock()
+        raise
+
+    runner = _Runner(adapter, src, out, store, checkpoint_every=checkpoint_every, time_col=time_col,
+                     id_col=id_col, gap=gap, on_bad_record=on_bad_record, emit_every=emit_every,
+                     log=log, record_delay=record_delay)
+    runner.model_source = model_source
+    if manifest is not None:
+        runner.restore(manifest)
+    src.stopper.event = stop_event
+    restore_signals = _install_signals(src.stopper) if handle_signals else None
+    status, message = "end", None
+    try:
+        status, message = runner.run()
+        if status != "output_closed":
+            runner.checkpoint()
+    finally:
+        if restore_signals is not None:
+            restore_signals()
+        try:
+            out.close()
+        except BrokenPipeError:
+            status, message = "output_closed", "the output was closed"
+        finally:
+            if store is not None:
+                store.unlock()
+    return StreamResult(status=status, message=message, counters=runner.counters, line=runner.line,
+                        adapter=adapter, resumed=manifest is not None, lines=getattr(out, "lines", None))
+
+
+def _open_adapter(model: Any, manifest: dict | None) -> tuple[StreamAdapter, str | None]:
+    if manifest is not None:
+        try:
+            adapter = load_adapter(manifest["adapter"], manifest["model_path"], manifest.get("adapter_extras") or {})
+        except Exception as exc:  # a damaged or foreign model file
+            raise StreamSetupError(
+                f"unreadable checkpoint model {manifest['model_path']}: {type(exc).__name__}: {exc}"
+            ) from None
+        return adapter, manifest.get("model_source")
+    if model is None:
+        raise StreamSetupError("no model given and no checkpoint to resume from")
+    source = None
+    if isinstance(model, (str, os.PathLike)):
+        source = os.fspath(model)
+        if not os.path.isfile(source):
+            raise StreamSetupError(f"no such model file: {source}")
+        try:
+            model = load_model(source)
+        except Exception as exc:
+            raise StreamSetupError(f"cannot load model {source}: {type(exc).__name__}: {exc}") from None
+    try:
+        return make_adapter(model), source
+    except (ValueError, TypeError) as exc:
+        raise StreamSetupError(str(exc)) from None
+    except Exception as exc:  # e.g. sklearn's NotFittedError
+        raise StreamSetupError(f"{type(exc).__name__}: {exc}") from None
+
+
+def _install_signals(stopper: Any) -> Callable[[], None] | None:
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = {sig: signal.signal(sig, stopper.request) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
+
