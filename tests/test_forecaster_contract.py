@@ -18,7 +18,14 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
 import tsessm
-from tsessm import BaseForecaster, ESSMForecaster, NaiveForecaster, StreamingNotSupported
+from tsessm import (
+    ARIMAForecaster,
+    BaseForecaster,
+    ESSMForecaster,
+    LSTMForecaster,
+    NaiveForecaster,
+    StreamingNotSupported,
+)
 
 H = 4
 LOOKBACK = 16
@@ -57,9 +64,20 @@ def make_naive(**kw: Any) -> NaiveForecaster:
     return NaiveForecaster(**{"horizon": H, **kw})
 
 
+def make_lstm(**kw: Any) -> LSTMForecaster:
+    lstm_kw = {k: v for k, v in ESSM_KW.items() if k not in ("d_state",)}
+    return LSTMForecaster(**{**lstm_kw, "n_layers": 1, **kw})
+
+
+def make_arima(**kw: Any) -> ARIMAForecaster:
+    return ARIMAForecaster(**{"horizon": H, "order": (1, 0, 0), "verbose": 0, **kw})
+
+
 CASES = [
     Case("essm", make_essm, lambda m: m.lookback + m.horizon + 1),
     Case("naive", make_naive, lambda m: m.season_length, short_kw={"season_length": 6}),
+    Case("lstm", make_lstm, lambda m: m.lookback + m.horizon + 1),
+    Case("arima", make_arima, lambda m: m._min_length()),
 ]
 
 KINDS = ["pandas", "pandas-series", "polars", "numpy-2d", "numpy-1d"]
