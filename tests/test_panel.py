@@ -108,3 +108,27 @@ def test_observe_fast_path_equals_update(fitted, tmp_path):
     with pytest.raises(ValueError, match="series 'b'.*'x'.*nan"):
         by_observe.observe(["b"], [START + pd.Timedelta(hours=160)], np.array([[0.0, np.nan]]))
     pd.testing.assert_frame_equal(by_observe.predict(), before)
+
+
+def test_stream_runner_serves_a_panel_with_checkpoints(fitted, tmp_path):
+    from tsessm.stream import run_stream
+
+    fitted.save(tmp_path / "p.pkl")
+    reference = PanelForecaster.load(tmp_path / "p.pkl")
+    new = _panel(n=6, offset=160).sort_values(["ds", "unique_id"])
+    records = [{"sid": r.unique_id, "time": r.ds.isoformat(), "y": r.y, "x": r.x} for r in new.itertuples()]
+    records.insert(2, {"sid": "zz", "time": records[0]["time"], "y": 1.0, "x": 0.0})  # unknown id
+    lines = []
+    result = run_stream(str(tmp_path / "p.pkl"), records, lines.append, checkpoint=tmp_path / "ckpt",
+                        checkpoint_every=4, id_col="sid", on_bad_record="skip")
+    assert result.exit_code == 0 and result.counters.bad == 1 and result.counters.applied == len(new)
+    last = {}
+    for r in new.itertuples():
+        reference.observe([r.unique_id], [r.ds], np.array([[r.y, r.x]]))
+        last[r.unique_id] = reference.predict(ids=[r.unique_id]).y.to_numpy()
+    emitted = {}
+    for line in lines:
+        out = line if isinstance(line, dict) else __import__("json").loads(line)
+        emitted[out["id"]] = out["forecast"]["y"]
+    for sid, expected in last.items():
+        np.testing.assert_allclose(emitted[sid], expected, rtol=1e-6)

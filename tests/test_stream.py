@@ -15,7 +15,7 @@ import pytest
 from tsessm.forecasters.base import BaseForecaster
 from tsessm.forecasters.essm import ESSMForecaster
 from tsessm.stream import SingleSeriesAdapter, add_stream_parser, run_stream, run_stream_command
-from tsessm.stream.cli import build_parser, main
+from tsessm.stream.cli import main
 from tsessm.stream.sources import open_source
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", default="runs/demo", help="where the plot, table and models go")
     p.add_argument("--seed", type=int, default=0)
     _track_args(p)
+
+    from tsessm.stream import add_stream_parser
+
+    add_stream_parser(sub)
     return parser
 
 
@@ -258,6 +262,10 @@ COMMANDS = {"train": cmd_train, "backtest": cmd_backtest, "predict": cmd_predict
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "stream":
+        from tsessm.stream import run_stream_command
+
+        return run_stream_command(args)
     try:
         COMMANDS[args.command](args)
     except Exception as exc:  # one line for the user; the traceback with --debug

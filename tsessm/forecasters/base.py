@@ -194,6 +194,10 @@ class BaseForecaster(BaseEstimator):
             payload = _CPUUnpickler(f).load()
         if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
             raise ValueError(f"{path} is not a tsessm model file (or was written by an incompatible version)")
+        if payload["class"] == "PanelForecaster" and cls is BaseForecaster:  # `load any model file`
+            from tsessm.forecasters.panel import PanelForecaster
+
+            return PanelForecaster._from_payload(payload)
         saved = payload["class"].rsplit(".", 1)[-1]
         if cls is not BaseForecaster and saved != cls.__name__:
             raise TypeError(f"{path} holds a {saved}, not a {cls.__name__}")

@@ -262,6 +262,10 @@ class PanelForecaster(BaseEstimator):
             payload = _CPUUnpickler(f).load()
         if not isinstance(payload, dict) or payload.get("class") != "PanelForecaster":
             raise ValueError(f"{path} is not a tsessm panel model file")
+        return cls._from_payload(payload)
+
+    @classmethod
+    def _from_payload(cls, payload: dict) -> "PanelForecaster":
         inner = pickle.loads(payload["model"])
         model = inner["cls"](**inner["params"])
         model._set_fitted_state(inner["state"])

@@ -133,6 +133,59 @@ class SingleSeriesAdapter:
         return adapter
 
 
+class PanelAdapter:
+    """A fitted `PanelForecaster`: one recurrent state per series id (ids matched as text too,
+    since CSV fields arrive as strings). A series the model has never seen is a bad record:
+    it needs its history (`PanelForecaster.update`) before it can stream."""
+
+    def __init__(self, panel: Any) -> None:
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(panel, "model_")
+        self.panel = panel
+        self.freq = panel.freq_
+        self.columns = list(panel.columns_)
+        self.targets = list(panel.target_columns_)
+        self.tz = getattr(panel.last_time_[0], "tz", None)
+
+    def _row(self, series_id: SeriesId) -> int | None:
+        ids = self.panel.ids_
+        if series_id in ids:
+            return ids.index(series_id)
+        as_text = [str(k) for k in ids]
+        return as_text.index(str(series_id)) if str(series_id) in as_text else None
+
+    def last_time(self, series_id: SeriesId) -> pd.Timestamp | None:
+        row = self._row(series_id)
+        return None if row is None else self.panel.last_time_[row]
+
+    def apply(self, series_id: SeriesId, time: pd.Timestamp, values: dict[str, float]) -> None:
+        row = self._row(series_id)
+        if row is None:
+            raise RecordError(f"series id {series_id!r} is unknown to this panel model; give it a history first")
+        try:
+            self.panel.observe([self.panel.ids_[row]], [time], np.array([[values[c] for c in self.columns]]))
+        except ValueError as exc:
+            raise RecordError(str(exc)) from None
+
+    def forecast(self, series_id: SeriesId) -> dict[str, list[float]]:
+        row = self._row(series_id)
+        frame = self.panel.predict(ids=[self.panel.ids_[row]])
+        if not isinstance(frame, pd.DataFrame):
+            frame = frame.to_pandas()
+        return {t: frame[t].astype(float).tolist() for t in self.targets}
+
+    def save(self, path: str | Path) -> dict:
+        self.panel.save(path)
+        return {}
+
+    @classmethod
+    def load(cls, path: str | Path, extras: dict) -> "PanelAdapter":
+        from tsessm.forecasters.panel import PanelForecaster
+
+        return cls(PanelForecaster.load(path))
+
+
 def load_model(path: str | Path) -> Any:
     """Read the model file given to --model (extension point: other saved kinds, registry URIs)."""
     from tsessm.forecasters.base import BaseForecaster
@@ -147,7 +200,9 @@ def make_adapter(model: Any) -> StreamAdapter:
     """
     if isinstance(model, StreamAdapter) and not hasattr(model, "fit"):
         return model
-    return SingleSeriesAdapter(model)
+    from tsessm.forecasters.panel import PanelForecaster
+
+    return PanelAdapter(model) if isinstance(model, PanelForecaster) else SingleSeriesAdapter(model)
 
 
 def class_path(adapter: Any) -> str:

@@ -266,7 +266,7 @@ class _Runner:
             except _Stop as exc:
                 return "bad_record", str(exc)
             except BrokenPipeError:
-                return "output_closed", "the output was closed"
+                return "output_closed", "the output was closed (broken pipe); the last checkpoint stands"
             self.counters.records += 1
             self.line = record.line
             if self.since_checkpoint >= self.checkpoint_every:
@@ -371,7 +371,7 @@ def run_stream(
         try:
             out.close()
         except BrokenPipeError:
-            status, message = "output_closed", "the output was closed"
+            status, message = "output_closed", "the output was closed (broken pipe); the last checkpoint stands"
         finally:
             if store is not None:
                 store.unlock()
