@@ -193,7 +193,7 @@ def test_arima_refit_every_reestimates_at_the_same_rows_however_chunked():
     np.testing.assert_allclose(stepwise.predict(), model.predict(), rtol=0, atol=1e-8)
     # the state after the refit is the filter over the whole history with the new parameters
     np.testing.assert_allclose(model.predict()[:, 0], _sm_forecast(y[:240], after, 3, (1, 0, 0)), rtol=0, atol=1e-8)
-    assert model.since_refit_ == 15 and len(model.history_) == 240
+    assert model.since_refit_ == 15 and len(model.observed_) == 240
 
 
 def test_arima_auto_order_uses_aic_within_the_bounds():

@@ -260,7 +260,7 @@ class ARIMAForecaster(BaseForecaster):
         self.fits_ = fits
         self.target_idx_ = list(target_idx)
         self.order_scores_ = scores
-        self.history_ = ys.copy() if self.refit_every is not None else None
+        self.observed_ = ys.copy() if self.refit_every is not None else None
         self.since_refit_ = 0
 
     def _search(self, ys: np.ndarray) -> tuple[list[_TargetFit], list[dict]]:
@@ -304,7 +304,7 @@ class ARIMAForecaster(BaseForecaster):
 
     def _update(self, values: np.ndarray) -> None:
         ys = values[:, self.target_idx_]
-        fits, history, since = list(self.fits_), self.history_, self.since_refit_
+        fits, history, since = list(self.fits_), self.observed_, self.since_refit_
         start = 0
         while start < len(ys):
             take = len(ys) - start if self.refit_every is None else min(len(ys) - start, self.refit_every - since)
@@ -320,7 +320,7 @@ class ARIMAForecaster(BaseForecaster):
             else:
                 fits = [fit.absorbed(chunk[:, j]) for j, fit in enumerate(fits)]
             start += take
-        self.fits_, self.history_, self.since_refit_ = fits, history, since
+        self.fits_, self.observed_, self.since_refit_ = fits, history, since
 
     # ----- backtests ---------------------------------------------------------------------
     def _forecast_stream(self, values: np.ndarray) -> np.ndarray:
