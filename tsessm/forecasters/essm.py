@@ -1,7 +1,6 @@
 """ESSMForecaster: eSSM trained in convolution mode, forecasting online in recurrent mode."""
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from tsessm.errors import StreamingNotSupported
@@ -84,13 +83,6 @@ class ESSMForecaster(NeuralForecaster):
         self.device = device
         self.verbose = verbose
         self.random_state = random_state
-
-    def _check_params(self) -> None:
-        super()._check_params()
-        # Building a throw-away net checks d_model/n_heads/d_state/discretization/init/mixer;
-        # its random init must not move the caller's random state.
-        with torch.random.fork_rng(devices=[]):
-            self._build_net(1, 1)
 
     def _build_net(self, n_in: int, n_out: int) -> nn.Module:
         return ESSMNet(

@@ -69,10 +69,6 @@ class LSTMForecaster(NeuralForecaster):
         self.verbose = verbose
         self.random_state = random_state
 
-    def _check_params(self) -> None:
-        super()._check_params()
-        self._build_net(1, 1)  # a throw-away net checks d_model and n_layers
-
     def _build_net(self, n_in: int, n_out: int) -> nn.Module:
         return LSTMNet(
             n_in, n_out, self.horizon, d_model=self.d_model, n_layers=self.n_layers, dropout=self.dropout

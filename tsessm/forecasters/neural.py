@@ -62,6 +62,10 @@ class NeuralForecaster(BaseForecaster):
         if not isinstance(self.validation_fraction, (int, float)) or not 0 <= self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
         resolve_device(self.device)  # raises on an unknown device string
+        # A throw-away net checks the architecture's arguments (the net's own checks name them);
+        # its random init must not move the caller's random state.
+        with torch.random.fork_rng(devices=[]):
+            self._build_net(1, 1)
 
     def _min_length(self) -> int:
         return self.lookback + self.horizon + 1
