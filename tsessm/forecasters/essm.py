@@ -21,7 +21,8 @@ class ESSMForecaster(NeuralForecaster):
         lookback: history one training example warms up on; the windowed backtest sees this many rows.
         d_model, n_layers, d_state, n_heads, bidirectional, discretization, init, mixer: the net
             (see `tsessm.nn.ESSMNet`). A bidirectional model trains and backtests on windows but
-            cannot stream.
+            cannot stream. dt_min, dt_max: range of the initial step sizes (slowest and fastest
+            memory: a state forgets at about exp(-dt / 2) per step).
         dropout, lr, epochs, batch_size, patience: training; AdamW with a one-cycle schedule,
             early stopping after `patience` epochs without validation improvement.
         steps_per_epoch: optimizer steps per epoch; None = a quarter of the distinct windows
@@ -47,6 +48,8 @@ class ESSMForecaster(NeuralForecaster):
         discretization: str = "zoh",
         init: str = "s4d-lin",
         mixer: str = "linear",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
         dropout: float = 0.1,
         lr: float = 3e-3,
         epochs: int = 10,
@@ -71,6 +74,8 @@ class ESSMForecaster(NeuralForecaster):
         self.discretization = discretization
         self.init = init
         self.mixer = mixer
+        self.dt_min = dt_min
+        self.dt_max = dt_max
         self.dropout = dropout
         self.lr = lr
         self.epochs = epochs
@@ -89,6 +94,7 @@ class ESSMForecaster(NeuralForecaster):
             n_in, n_out, self.horizon, d_model=self.d_model, n_layers=self.n_layers,
             d_state=self.d_state, n_heads=self.n_heads, bidirectional=self.bidirectional,
             discretization=self.discretization, dropout=self.dropout, init=self.init, mixer=self.mixer,
+            dt_min=self.dt_min, dt_max=self.dt_max,
         )
 
     def _param_groups(self, net: nn.Module) -> list[dict]:

@@ -115,6 +115,11 @@ class NeuralForecaster(BaseForecaster):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.net_ = self._build_net(segments[0][0].shape[1], len(target_idx)).to(self.device_)
+            if self.relative:
+                # Start from the last-value forecast (a zero change): training learns corrections
+                # to a sane baseline instead of first undoing a random head.
+                nn.init.zeros_(self.net_.head.weight)
+                nn.init.zeros_(self.net_.head.bias)
             self.history_ = self._train(segments)
         self.net_.eval()
 
