@@ -145,20 +145,27 @@ def _fitted_or_new(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from tsessm.distributed import distributed_context
     from tsessm.jobs import train
     from tsessm.tracking import start_run
 
-    model, _ = _fitted_or_new(args)
-    source = _open(args, getattr(model, "lookback", 1))
-    with start_run(args.track, args.experiment, run_name=f"train-{args.model}") as tracker:
-        seconds = train(model, source, tracker)
-        # Absorb the rest of the file (no refit) so `predict` forecasts what follows it.
-        if source.train_stop < len(source.frame):
-            model.update(source.frame.iloc[source.train_stop :])
-        model.save(args.out)
-        tracker.log_artifact(args.out)
-    print(f"trained {type(model).__name__} on {source.name} rows 0:{source.train_stop} in {seconds:.1f} s, "
-          f"state advanced to the file's last row -> {args.out}")
+    with distributed_context() as (rank, world, device):
+        model, _ = _fitted_or_new(args)
+        if device is not None and "device" in model.get_params():
+            model.set_params(device=device)
+        source = _open(args, getattr(model, "lookback", 1))
+        lead = rank == 0  # under torchrun only rank 0 logs and saves
+        with start_run(args.track and lead, args.experiment, run_name=f"train-{args.model}") as tracker:
+            seconds = train(model, source, tracker)
+            # Absorb the rest of the file (no refit) so `predict` forecasts what follows it.
+            if source.train_stop < len(source.frame):
+                model.update(source.frame.iloc[source.train_stop :])
+            if lead:
+                model.save(args.out)
+                tracker.log_artifact(args.out)
+    if lead:
+        print(f"trained {type(model).__name__} on {source.name} rows 0:{source.train_stop} in {seconds:.1f} s"
+              f"{f' on {world} processes' if world > 1 else ''}, state advanced to the file's last row -> {args.out}")
 
 
 def cmd_backtest(args: argparse.Namespace) -> None:

@@ -81,9 +81,9 @@ class NeuralForecaster(BaseForecaster):
     def _tensor(self, array: np.ndarray) -> Tensor:
         return torch.as_tensor(array, device=self.device_)
 
-    def _run(self, x: Tensor) -> Tensor:
+    def _run(self, x: Tensor, net: nn.Module | None = None) -> Tensor:
         """Convolution view plus the relative anchor: x (B, L, C) -> (B, L, H, k) scaled."""
-        return self._anchor(self.net_(x), x)
+        return self._anchor((net or self.net_)(x), x)
 
     def _anchor(self, out: Tensor, x: Tensor) -> Tensor:
         """Add the current scaled target value to the net's output (relative=True)."""
@@ -112,6 +112,7 @@ class NeuralForecaster(BaseForecaster):
         self.device_ = resolve_device(self.device)
         self.target_idx_ = list(target_idx)
         seed = self.random_state if self.random_state is not None else int(np.random.SeedSequence().entropy % 2**31)
+        seed = _same_on_every_rank(seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.net_ = self._build_net(segments[0][0].shape[1], len(target_idx)).to(self.device_)
@@ -145,6 +146,12 @@ class NeuralForecaster(BaseForecaster):
         val_spans = [(o + n, o + len(xs) - H) for o, (xs, n) in zip(offsets_of, segments) if len(xs) - H > n]
         batches = self.steps_per_epoch or min(200, max(10, math.ceil(len(valid) / self.batch_size / 4)))
         offsets = torch.arange(window, device=self.device_)
+        # Data parallel (torchrun): every rank draws the same global batch and trains on its
+        # own shard; DDP averages the gradients, so a step equals the single-process step.
+        rank, world = _rank_and_world()
+        if self.batch_size % world:
+            raise ValueError(f"batch_size={self.batch_size} must be divisible by the {world} processes")
+        net = nn.parallel.DistributedDataParallel(self.net_) if world > 1 else self.net_
 
         optimizer = torch.optim.AdamW(self._param_groups(self.net_), lr=self.lr, weight_decay=0.01)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -158,8 +165,8 @@ class NeuralForecaster(BaseForecaster):
             starts = valid[torch.randint(0, len(valid), (batches * self.batch_size,), device=self.device_)]
             losses = []
             for batch in starts.split(self.batch_size):
-                rows = batch[:, None] + offsets  # (B, window)
-                pred = self._run(x_all[rows])[:, burn_in:]
+                rows = (batch[:, None] + offsets)[rank::world]  # (B / world, window)
+                pred = self._run(x_all[rows], net)[:, burn_in:]
                 loss = nn.functional.mse_loss(pred, future[rows[:, burn_in:]])
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"training diverged: loss is {loss.item()} at epoch {epoch + 1}")
@@ -168,7 +175,7 @@ class NeuralForecaster(BaseForecaster):
                 nn.utils.clip_grad_norm_(self.net_.parameters(), 1.0)
                 optimizer.step()
                 scheduler.step()
-                losses.append(loss.item())
+                losses.append(_mean_over_ranks(loss.detach()))
             entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses))}
             if val_spans:
                 entry["val_loss"] = self._validation_loss(x_all, future, offsets_of, val_spans)
@@ -257,6 +264,30 @@ class NeuralForecaster(BaseForecaster):
         if state.get("state_") is not None:
             state["state_"] = _to_device(state["state_"], self.device_)
         super()._set_fitted_state(state)
+
+
+def _rank_and_world() -> tuple[int, int]:
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _same_on_every_rank(seed: int) -> int:
+    """Rank 0's seed everywhere, so all ranks sample the same windows."""
+    if _rank_and_world()[1] == 1:
+        return seed
+    box = [seed]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _mean_over_ranks(loss: Tensor) -> float:
+    if _rank_and_world()[1] > 1:
+        loss = loss.clone()
+        torch.distributed.all_reduce(loss)
+        loss /= torch.distributed.get_world_size()
+    return loss.item()
 
 
 def _to_cpu(state):
