@@ -51,7 +51,7 @@ class ESSMForecaster(NeuralForecaster):
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
         dropout: float = 0.1,
-        lr: float = 3e-3,
+        lr: float = 1e-3,
         epochs: int = 10,
         batch_size: int = 32,
         steps_per_epoch: int | None = None,

@@ -39,7 +39,7 @@ class LSTMForecaster(NeuralForecaster):
         d_model: int = 64,
         n_layers: int = 2,
         dropout: float = 0.1,
-        lr: float = 3e-3,
+        lr: float = 1e-3,
         epochs: int = 10,
         batch_size: int = 32,
         steps_per_epoch: int | None = None,
