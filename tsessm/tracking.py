@@ -2,6 +2,8 @@
 
 Default store: a local sqlite file (`sqlite:///mlruns.db`) with artifacts under `mlartifacts/`,
 nothing to start. `MLFLOW_TRACKING_URI` pointing at an `mlflow server` works the same.
+`tracker.log_model(model, registered_model_name=...)` logs a servable pyfunc and registers it
+(`tsessm.registry` has the aliases and `load_forecaster("models:/NAME@champion")`).
 """
 from __future__ import annotations
 
@@ -40,6 +42,25 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def is_model_uri(text: str | os.PathLike) -> bool:
+    """True for an MLflow URI (`models:/NAME@alias`, `runs:/...`, `s3://...`), False for a path."""
+    text = str(text)
+    return "://" in text or text.startswith(("models:/", "runs:/", "mlflow-artifacts:/"))
+
+
+def load_forecaster(uri_or_path: str | os.PathLike) -> Any:
+    """What `--model` names: a file written by `save()` or an MLflow URI such as
+    `models:/NAME@champion` (see `tsessm.registry.load_forecaster`). MLflow is only imported
+    for URIs and MLflow model folders, so plain files stay fast."""
+    if is_model_uri(uri_or_path) or Path(uri_or_path).is_dir():
+        from tsessm.registry import load_forecaster as load_logged
+
+        return load_logged(uri_or_path)
+    from tsessm.forecasters.base import BaseForecaster
+
+    return BaseForecaster.load(uri_or_path)
+
+
 class NullTracker:
     """Tracking switched off: every call is a no-op."""
 
@@ -50,6 +71,13 @@ class NullTracker:
     def log_history(self, history: list[dict]) -> None: ...
     def log_artifact(self, path: str | os.PathLike) -> None: ...
     def set_tags(self, tags: dict[str, Any]) -> None: ...
+    def log_dict(self, dictionary: dict[str, Any], artifact_file: str) -> None: ...
+    def log_figure(self, figure: Any, artifact_file: str) -> None: ...
+
+    def log_model(self, model: Any, registered_model_name: str | None = None, name: str = "model",
+                  input_example: Any = None) -> Any:
+        """Log a fitted model as an MLflow pyfunc (see `tsessm.registry.log_model`); None when off."""
+        return None
 
 
 class MLflowTracker(NullTracker):
@@ -75,6 +103,25 @@ class MLflowTracker(NullTracker):
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         self._mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    def log_dict(self, dictionary: dict[str, Any], artifact_file: str) -> None:
+        """A JSON (or .yaml) artifact, e.g. a results table or a config."""
+        self._mlflow.log_dict(dictionary, artifact_file)
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        """A matplotlib figure as an image artifact (e.g. "forecast.png")."""
+        self._mlflow.log_figure(figure, artifact_file)
+
+    def log_model(self, model: Any, registered_model_name: str | None = None, name: str = "model",
+                  input_example: Any = None) -> Any:
+        """Log `model` as a pyfunc in this run, registered under `registered_model_name` if given.
+
+        Returns MLflow's ModelInfo (`.model_uri`, `.registered_model_version`).
+        """
+        from tsessm.registry import log_model
+
+        return log_model(model, name=name, registered_model_name=registered_model_name,
+                         input_example=input_example)
 
 
 @contextlib.contextmanager
