@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(p)
     _model_args(p)
     p.add_argument("--out", required=True, help="file to save the fitted model to")
+    p.add_argument("--register", metavar="NAME", help="also log the model to MLflow and register it under NAME")
+    p.add_argument("--alias", default="champion", help="alias the registered version gets (default champion)")
     _track_args(p)
 
     p = sub.add_parser("backtest", help="evaluate a model on the test split (windowed and/or one-pass)")
@@ -73,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     _track_args(p)
 
     p = sub.add_parser("predict", help="forecast from a saved model, optionally after absorbing new rows")
-    p.add_argument("--model", required=True, help="a file written by `tsessm train`")
+    p.add_argument("--model", required=True, help="a file written by `tsessm train`, or models:/NAME@alias")
     p.add_argument("--update", help="CSV/Parquet of observations that follow the training data")
     p.add_argument("--time-col", help="timestamp column of the --update file")
     p.add_argument("--fh", help="comma-separated steps to return (default 1..horizon)")
@@ -93,8 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     _track_args(p)
 
     from tsessm.stream import add_stream_parser
+    from tsessm.tuning import add_tune_parser
 
     add_stream_parser(sub)
+    add_tune_parser(sub)
     return parser
 
 
@@ -134,13 +138,14 @@ def _open(args: argparse.Namespace, lookback: int):
 
 def _fitted_or_new(args: argparse.Namespace):
     """(model, needs_training): a saved file is loaded, a model name is built from the flags."""
-    from tsessm.forecasters.base import BaseForecaster
     from tsessm.jobs import MODELS, make_model
+    from tsessm.tracking import is_model_uri, load_forecaster
 
     if args.model not in MODELS:
-        if not Path(args.model).is_file():
-            raise ValueError(f"--model {args.model!r} is neither a model name ({', '.join(MODELS)}) nor a file")
-        return BaseForecaster.load(args.model), False
+        if not (is_model_uri(args.model) or Path(args.model).exists()):
+            raise ValueError(f"--model {args.model!r} is neither a model name ({', '.join(MODELS)}), "
+                             "a file nor an MLflow URI such as models:/NAME@champion")
+        return load_forecaster(args.model), False
     return make_model(args.model, **_model_params(args, args.model)), True
 
 
@@ -163,6 +168,14 @@ def cmd_train(args: argparse.Namespace) -> None:
             if lead:
                 model.save(args.out)
                 tracker.log_artifact(args.out)
+                if args.register:
+                    if not args.track:
+                        raise ValueError("--register needs tracking; drop --no-track")
+                    from tsessm.registry import promote
+
+                    info = tracker.log_model(model, registered_model_name=args.register)
+                    promote(args.register, info.registered_model_version, args.alias)
+                    print(f"registered {args.register} version {info.registered_model_version} as @{args.alias}")
     if lead:
         print(f"trained {type(model).__name__} on {source.name} rows 0:{source.train_stop} in {seconds:.1f} s"
               f"{f' on {world} processes' if world > 1 else ''}, state advanced to the file's last row -> {args.out}")
@@ -196,9 +209,9 @@ def cmd_backtest(args: argparse.Namespace) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from tsessm.data import read_table
-    from tsessm.forecasters.base import BaseForecaster
+    from tsessm.tracking import load_forecaster
 
-    model = BaseForecaster.load(args.model)
+    model = load_forecaster(args.model)
     if args.update:
         model.update(read_table(args.update, time_col=args.time_col)[list(model.columns_)])
         if args.save:
@@ -273,6 +286,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tsessm.stream import run_stream_command
 
         return run_stream_command(args)
+    if args.command == "tune":
+        from tsessm.tuning import run_tune_command
+
+        return run_tune_command(args)
     try:
         COMMANDS[args.command](args)
     except Exception as exc:  # one line for the user; the traceback with --debug

@@ -85,12 +85,12 @@ def open_data(data: str, *, lookback: int, columns: list[str] | None = None, dat
         n_train, n_test = int(n * 0.7), int(n * 0.2)
         borders = {"train": (0, n_train), "val": (n_train - lookback, n - n_test),
                    "test": (n - n_test - lookback, n)}
-        info = {"dataset": Path(data).name, "dataset_sha256": _sha256(data)}
+        info = {"dataset_name": Path(data).name, "dataset_sha256": _sha256(data)}
     else:
         frame = datasets.load(data, data_dir=data_dir)
         spec = datasets.get_spec(data)
         borders = datasets.splits(spec.name, lookback, n_rows=len(frame))
-        info = {"dataset": spec.name, "dataset_sha256": spec.sha256 or "unchecked"}
+        info = {"dataset_name": spec.name, "dataset_sha256": spec.sha256 or "unchecked"}
     if columns:
         missing = [c for c in columns if c not in frame.columns]
         if missing:
@@ -98,7 +98,7 @@ def open_data(data: str, *, lookback: int, columns: list[str] | None = None, dat
         frame = frame[columns]
     info["split"] = "train {}:{}, val {}:{}, test {}:{}".format(*borders["train"], *borders["val"], *borders["test"])
     return DataSource(
-        name=info["dataset"],
+        name=info["dataset_name"],
         frame=frame,
         train_stop=borders["train"][1],
         val=borders["val"],
@@ -118,7 +118,7 @@ def _sha256(path: str) -> str:
 
 def train(model: BaseForecaster, source: DataSource, tracker: NullTracker = NullTracker()) -> float:
     """Fit on the train rows (validation rows for early stopping). Returns the wall time in s."""
-    tracker.log_params({"model": type(model).__name__, **model.get_params(), **source.info})
+    tracker.log_params({"forecaster": type(model).__name__, **model.get_params(), **source.info})
     start = time.perf_counter()
     model.fit(source.train, y_val=source.validation)
     seconds = time.perf_counter() - start

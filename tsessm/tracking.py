@@ -134,12 +134,14 @@ def start_run(enabled: bool = True, experiment: str = DEFAULT_EXPERIMENT, run_na
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())
-    if mlflow.get_experiment_by_name(experiment) is None:
-        location = None
-        if tracking_uri().startswith("sqlite:"):
-            location = Path("mlartifacts").resolve().as_uri()
-        mlflow.create_experiment(experiment, artifact_location=location)
-    mlflow.set_experiment(experiment)
+    # Under `mlflow run`, MLFLOW_RUN_ID names the run (and its experiment) to log into.
+    if not os.environ.get("MLFLOW_RUN_ID") or nested:
+        if mlflow.get_experiment_by_name(experiment) is None:
+            location = None
+            if tracking_uri().startswith("sqlite:"):
+                location = Path("mlartifacts").resolve().as_uri()
+            mlflow.create_experiment(experiment, artifact_location=location)
+        mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=run_name, nested=nested) as run:
         tracker = MLflowTracker(mlflow, run)
         tracker.set_tags({"git_commit": git_commit() or "unknown", **package_versions()})

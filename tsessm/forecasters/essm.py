@@ -23,7 +23,7 @@ class ESSMForecaster(NeuralForecaster):
             (see `tsessm.nn.ESSMNet`). A bidirectional model trains and backtests on windows but
             cannot stream. dt_min, dt_max: range of the initial step sizes (slowest and fastest
             memory: a state forgets at about exp(-dt / 2) per step).
-        dropout, lr, epochs, batch_size, patience: training; AdamW with a one-cycle schedule,
+        dropout, lr, epochs, batch_size, patience: training; AdamW with warm-up and cosine decay,
             early stopping after `patience` epochs without validation improvement.
         steps_per_epoch: optimizer steps per epoch; None = a quarter of the distinct windows
             (10 to 200 batches).

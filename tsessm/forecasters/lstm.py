@@ -19,7 +19,7 @@ class LSTMForecaster(NeuralForecaster):
         lookback: history one training example warms up on; the windowed backtest sees this many rows.
         d_model, n_layers: width of the encoder/LSTM/head and number of stacked LSTM layers.
         dropout: between LSTM layers (no effect with one layer).
-        lr, epochs, batch_size, patience: training; AdamW with a one-cycle schedule,
+        lr, epochs, batch_size, patience: training; AdamW with warm-up and cosine decay,
             early stopping after `patience` epochs without validation improvement.
         steps_per_epoch: optimizer steps per epoch; None = a quarter of the distinct windows
             (10 to 200 batches).

@@ -154,10 +154,7 @@ class NeuralForecaster(BaseForecaster):
         net = nn.parallel.DistributedDataParallel(self.net_) if world > 1 else self.net_
 
         optimizer = torch.optim.AdamW(self._param_groups(self.net_), lr=self.lr, weight_decay=0.01)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=self.epochs * batches,
-            pct_start=0.1,
-        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(self.epochs * batches))
         best, best_loss, bad_epochs, log = None, math.inf, 0, []
         bar = tqdm(range(self.epochs), desc=type(self).__name__, disable=not self.verbose, leave=False)
         for epoch in bar:
@@ -264,6 +261,18 @@ class NeuralForecaster(BaseForecaster):
         if state.get("state_") is not None:
             state["state_"] = _to_device(state["state_"], self.device_)
         super()._set_fitted_state(state)
+
+
+def warmup_cosine(total_steps: int, warmup_fraction: float = 0.1):
+    """LR factor per step: linear warm-up over the first 10 % of steps, then cosine decay to 0."""
+    warmup = max(1, round(total_steps * warmup_fraction))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
 
 
 def _rank_and_world() -> tuple[int, int]:

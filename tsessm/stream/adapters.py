@@ -188,9 +188,9 @@ class PanelAdapter:
 
 def load_model(path: str | Path) -> Any:
     """Read the model file given to --model (extension point: other saved kinds, registry URIs)."""
-    from tsessm.forecasters.base import BaseForecaster
+    from tsessm.tracking import load_forecaster
 
-    return BaseForecaster.load(path)
+    return load_forecaster(path)  # a saved file or an MLflow URI such as models:/NAME@champion
 
 
 def make_adapter(model: Any) -> StreamAdapter:

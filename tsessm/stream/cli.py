@@ -65,7 +65,7 @@ def _positive_float(text: str) -> float:
 def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the `stream` options to a parser."""
     p.add_argument("--model", required=True, metavar="PATH",
-                   help="a model file written by `tsessm train` / save() (not read when resuming from --checkpoint)")
+                   help="a model file written by `tsessm train` / save(), or models:/NAME@alias (not read when resuming from --checkpoint)")
     p.add_argument("--input", required=True, metavar="PATH|-",
                    help="CSV with a header or JSON lines; - reads stdin")
     p.add_argument("--output", default="-", metavar="PATH|-",

@@ -393,7 +393,9 @@ def _open_adapter(model: Any, manifest: dict | None) -> tuple[StreamAdapter, str
     source = None
     if isinstance(model, (str, os.PathLike)):
         source = os.fspath(model)
-        if not os.path.isfile(source):
+        from tsessm.tracking import is_model_uri
+
+        if not (os.path.isfile(source) or is_model_uri(source)):
             raise StreamSetupError(f"no such model file: {source}")
         try:
             model = load_model(source)
