@@ -107,7 +107,7 @@ def test_forecasts_equal_update_then_predict(model_path, new, expected, tmp_path
         for col in ("load", "temp"):
             np.testing.assert_allclose(line["forecast"][col], forecast[col].to_numpy(), atol=1e-5, rtol=0)
     # The same stream from a CSV file and from a JSON-lines file, through a file sink.
-    csv_out, jsonl_in, jsonl_out = tmp_path / "a.jsonl", tmp_path / "in.jsonl", tmp_path / "b.jsonl"
+    csv_out, jsonl_in = tmp_path / "a.jsonl", tmp_path / "in.jsonl"
     run_stream(str(model_path), str(write_csv(new, tmp_path / "new.csv")), str(csv_out))
     jsonl_in.write_text("".join(json.dumps(r) + "\n" for r in records(new)))
     collected = []

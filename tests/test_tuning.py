@@ -293,3 +293,18 @@ def test_cli_errors_are_one_line(csv, tmp_path, capsys, extra, message):
     assert run_tune_command(_parser().parse_args(_cli_args(csv, tmp_path, *extra))) == 1
     err = capsys.readouterr().err
     assert err.startswith("tsessm tune: error:") and message in err and err.count("\n") == 1
+
+
+def test_tuned_best_model_is_registered_and_served_by_pyfunc(csv, tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
+    try:
+        result = tune(csv, **{**TINY, "track": True, "retrain_best": True}, n_trials=2,
+                      storage=_storage(tmp_path), study_name="served", register_as="tuned")
+        served = mlflow.pyfunc.load_model("models:/tuned/1").predict(pd.DataFrame())
+        expected = result.best_model.predict()
+        np.testing.assert_allclose(served[expected.columns[0]].to_numpy(), expected.iloc[:, 0].to_numpy(), rtol=1e-6)
+    finally:
+        mlflow.set_tracking_uri(None)

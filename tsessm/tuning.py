@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import logging
 import math
 import sys
@@ -404,32 +403,19 @@ def _run_trial(trial: Any, model_name: str, params: dict[str, Any], source: jobs
 def _log_best_model(model: Any, run: NullTracker, register_as: str | None) -> tuple[str, str | None]:
     """Log the retrained model to the parent run; returns (a note, the logged model's URI).
 
-    With `register_as`: `log_model` from tsessm.registry (or tsessm.tracking) logs a servable
-    model and registers it; otherwise (or if neither module has it) the model file is an artifact.
+    With `register_as` it is logged as a servable MLflow model and registered under that
+    name; otherwise the model file is a run artifact.
     """
-    log_model = None
-    for module in ("tsessm.registry", "tsessm.tracking") if register_as else ():
-        try:
-            log_model = getattr(importlib.import_module(module), "log_model", None)
-        except ImportError:
-            continue
-        if callable(log_model):
-            break
-    if callable(log_model):
-        info = log_model(model, name="model", registered_model_name=register_as)
-        uri = getattr(info, "model_uri", None)
-        version = getattr(info, "registered_model_version", None)
-        note = f"best model logged as {uri}, registered as {register_as!r}"
-        return note + (f" version {version}" if version is not None else ""), uri
+    if register_as:
+        info = run.log_model(model, registered_model_name=register_as)
+        note = f"best model logged as {info.model_uri}, registered as {register_as!r} version {info.registered_model_version}"
+        return note, info.model_uri
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "best_model.pkl"
         model.save(path)
         run.log_artifact(path)
     uri = f"runs:/{run.run_id}/best_model.pkl"
-    note = f"best model saved as artifact {uri}"
-    if register_as:
-        note += f"; not registered as {register_as!r}: no log_model in tsessm.registry or tsessm.tracking"
-    return note, uri
+    return f"best model saved as artifact {uri}", uri
 
 
 def _safe_url(url: str) -> str:
