@@ -731,3 +731,34 @@ def test_too_short_series_names_the_row_count(case):
     assert f"{need - 1} rows" in str(err.value) and str(need) in str(err.value)
     est.fit(Y.iloc[:need])  # exactly enough works
     assert vals(est.predict()).shape == (H, 2)
+
+
+def test_numpy_integer_settings_and_numpy_y_val_are_accepted():
+    y = np.sin(np.arange(200) / 7)[:, None]
+    model = make_essm(d_model=np.int64(8), horizon=np.int64(H), lookback=np.int64(LOOKBACK))
+    model.fit(y[:150], y_val=y[150:])  # numpy steps carry no labels: y_val follows y
+    assert "val_loss" in model.history_[-1] and model.predict().shape == (H, 1)
+
+
+def test_cuda_device_is_refused_without_cuda_and_a_cuda_model_loads_on_cpu(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without a GPU
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        make_essm(device="cuda").fit(np.sin(np.arange(120) / 5))
+    model = make_essm().fit(np.sin(np.arange(120) / 5))
+    model.set_params(device="cuda:0")  # as saved by a GPU run
+    model.save(tmp_path / "gpu.pkl")
+    loaded = ESSMForecaster.load(tmp_path / "gpu.pkl")
+    assert loaded.device == "auto" and loaded.device_.type == "cpu"
+    np.testing.assert_allclose(loaded.predict(), model.predict(), rtol=1e-6)
+
+
+def test_bidirectional_validation_is_windowed_not_leaking():
+    """A non-causal net at position t reads t+1..t+H: it is scored on window ends only, so its
+    validation loss equals the windowed forecasts' error at the validation origins."""
+    y = np.cumsum(np.random.default_rng(0).standard_normal(300))[:, None]
+    model = make_essm(bidirectional=True, epochs=1).fit(y[:240], y_val=y[240:])
+    origins = np.arange(240, 300 - H)
+    forecast = model._forecast_windows(y, origins, LOOKBACK)[..., 0]
+    actual = np.stack([y[o + 1 : o + 1 + H, 0] for o in origins])
+    scaled_mse = np.mean(((forecast - actual) / model.std_[0]) ** 2)
+    assert model.history_[0]["val_loss"] == pytest.approx(scaled_mse, rel=1e-4)

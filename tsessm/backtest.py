@@ -16,7 +16,7 @@ import pandas as pd
 from sklearn.utils.validation import check_is_fitted
 
 from tsessm import metrics
-from tsessm.data import to_series
+from tsessm.data import standard_stats, to_series
 from tsessm.forecasters.base import BaseForecaster
 
 MODES = ("windowed", "one-pass")
@@ -61,7 +61,9 @@ def backtest(
 
     y: the history and the test stretch, with the columns the model was fitted on.
     test_start: first row forecast; origins run from test_start - 1 to len(y) - horizon - 1.
-    train_rows: the scaler for the metrics is fitted on y[:train_rows] (default: test_start).
+    train_rows: the scaler for the metrics is fitted on y[:train_rows]. The protocol fits it on
+        the train split only: pass the train split's end (the default, test_start, also
+        scales by the validation rows).
     lookback: rows a windowed forecast sees (default: the model's `lookback`).
     """
     check_is_fitted(model, "n_seen_")
@@ -88,13 +90,13 @@ def backtest(
     idx = [model.columns_.index(t) for t in model.target_columns_]
     targets = values[:, idx]
     actuals = np.lib.stride_tricks.sliding_window_view(targets[1:], H, axis=0)[origins].transpose(0, 2, 1)
-    std = targets[:train_rows].std(axis=0)
+    mean, std = standard_stats(targets[:train_rows], model.target_columns_)
     return BacktestResult(
         mode=mode,
         targets=list(model.target_columns_),
         origins=series.index[origins],
         forecasts=forecasts,
         actuals=np.ascontiguousarray(actuals),
-        mean=targets[:train_rows].mean(axis=0),
-        std=np.where(std > 1e-12, std, 1.0),
+        mean=mean,
+        std=std,
     )

@@ -102,17 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_value(text: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
-
-
 def _model_params(args: argparse.Namespace, name: str) -> dict[str, Any]:
-    from tsessm.jobs import model_class
+    from tsessm.jobs import model_class, parse_value
 
     accepted = model_class(name)().get_params()
     params: dict[str, Any] = {"horizon": args.horizon, "random_state": args.seed, "verbose": 1}
@@ -125,7 +116,7 @@ def _model_params(args: argparse.Namespace, name: str) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"--set expects NAME=VALUE, got {item!r}")
-        params[key.strip()] = _parse_value(value.strip())
+        params[key.strip()] = parse_value(value.strip())
     return params
 
 

@@ -256,6 +256,20 @@ def to_output(values: np.ndarray, columns: list[str], index: pd.Index, like: Ser
     return frame
 
 
+def standard_stats(values: np.ndarray, columns: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and standard deviation of (T, C) values; a constant column gets std 1.
+
+    Raises ValueError (naming the column) when a column is too large to scale.
+    """
+    mean, std = values.mean(axis=0), values.std(axis=0)
+    bad = ~(np.isfinite(mean) & np.isfinite(std))
+    if bad.any():
+        col = int(np.argmax(bad))
+        name = columns[col] if columns is not None else col
+        raise ValueError(f"column {name!r} is too large to scale (its standard deviation overflows)")
+    return mean, np.where(std > 1e-12, std, 1.0)
+
+
 def read_table(path: str, time_col: str | None = None) -> pd.DataFrame:
     """Read a CSV or Parquet file into a frame indexed by its time column.
 

@@ -262,15 +262,24 @@ def splits(name: str, lookback: int, n_rows: int | None = None) -> dict[str, tup
             raise ValueError(
                 f"n_rows={n} is too few for the {spec.name} borders, which need {b2[-1]} rows"
             )
-    else:
-        num_train = int(n * 0.7)
-        num_test = int(n * 0.2)
-        num_val = n - num_train - num_test
-        b1 = [0, num_train - lookback, n - num_test - lookback]
-        b2 = [num_train, num_train + num_val, n]
+        return _borders(b1, b2, lookback, spec.name)
+    return ratio_splits(n, lookback, spec.name)
+
+
+def ratio_splits(n_rows: int, lookback: int, name: str = "the data") -> dict[str, tuple[int, int]]:
+    """70/10/20 % of the rows (the Informer `Dataset_Custom` rule), val/test starting
+    `lookback` rows before their border."""
+    num_train, num_test = int(n_rows * 0.7), int(n_rows * 0.2)
+    num_val = n_rows - num_train - num_test
+    b1 = [0, num_train - lookback, n_rows - num_test - lookback]
+    b2 = [num_train, num_train + num_val, n_rows]
+    return _borders(b1, b2, lookback, name)
+
+
+def _borders(b1: list[int], b2: list[int], lookback: int, name: str) -> dict[str, tuple[int, int]]:
     if min(b1) < 0:
         raise ValueError(
-            f"lookback={lookback} is too long for {spec.name}: the val split would start "
+            f"lookback={lookback} is too long for {name}: the val split would start "
             f"at row {b1[1]}; lookback may be at most {b2[0]}"
         )
     return dict(zip(("train", "val", "test"), zip(b1, b2)))

@@ -30,6 +30,16 @@ MODELS = {
 }
 
 
+def parse_value(text: str) -> Any:
+    """A command-line value: int, float, true/false/none, else the text itself."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
 def model_class(name: str) -> type[BaseForecaster]:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
@@ -81,10 +91,7 @@ def open_data(data: str, *, lookback: int, columns: list[str] | None = None, dat
     """A benchmark by name (Informer split) or a CSV/Parquet file (70/10/20 split by rows)."""
     if Path(data).suffix in (".csv", ".gz", ".parquet", ".txt") or Path(data).is_file():
         frame = read_table(data, time_col=time_col)
-        n = len(frame)
-        n_train, n_test = int(n * 0.7), int(n * 0.2)
-        borders = {"train": (0, n_train), "val": (n_train - lookback, n - n_test),
-                   "test": (n - n_test - lookback, n)}
+        borders = datasets.ratio_splits(len(frame), lookback, Path(data).name)
         info = {"dataset_name": Path(data).name, "dataset_sha256": _sha256(data)}
     else:
         frame = datasets.load(data, data_dir=data_dir)

@@ -463,15 +463,6 @@ def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _parse_value(text: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
-
-
 def _pairs(items: list[str], flag: str) -> dict[str, str]:
     out = {}
     for item in items:
@@ -498,8 +489,8 @@ def run_tune_command(args: argparse.Namespace) -> int:
             storage=args.storage, study_name=args.study_name, epochs=args.epochs, timeout=args.timeout,
             pruner=args.pruner, seed=args.seed, track=args.track, experiment=args.experiment,
             data_dir=args.data_dir, time_col=args.time_col,
-            fixed_params={k: _parse_value(v) for k, v in _pairs(args.set, "--set").items()},
-            space={k: [_parse_value(x) for x in v.split(",")] for k, v in _pairs(args.space, "--space").items()},
+            fixed_params={k: jobs.parse_value(v) for k, v in _pairs(args.set, "--set").items()},
+            space={k: [jobs.parse_value(x) for x in v.split(",")] for k, v in _pairs(args.space, "--space").items()},
             retrain_best=args.retrain, register_as=args.register_as, callbacks=[_print_trial],
         )
     except Exception as exc:

@@ -18,6 +18,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from tsessm.checks import positive_int
 from tsessm.data import Series, future_index, resolve_target, to_output, to_series, with_covariates
 
 FORMAT_VERSION = 1
@@ -52,8 +53,7 @@ class BaseForecaster(BaseEstimator):
 
     # ----- parameter checks ---------------------------------------------------------------
     def _check_params(self) -> None:
-        if isinstance(self.horizon, bool) or not isinstance(self.horizon, (int, np.integer)) or self.horizon < 1:
-            raise ValueError(f"horizon must be a positive integer, got {self.horizon!r}")
+        positive_int("horizon", self.horizon)
 
     def _min_length(self) -> int:
         return 1
@@ -98,7 +98,9 @@ class BaseForecaster(BaseEstimator):
             val, _ = self._prepare(y_val, X_val, "y_val", freq=series.freq)
             if val.columns != series.columns:
                 raise ValueError(f"y_val columns {val.columns} differ from y's {series.columns}")
-            keep = np.asarray(val.index > series.index[-1])
+            # numpy steps carry no labels: a numpy y_val follows y by definition
+            keep = (np.ones(len(val), bool) if series.kind.startswith("numpy")
+                    else np.asarray(val.index > series.index[-1]))
             val_values = val.values[keep]
             if len(val_values) == 0:
                 raise ValueError("y_val has no rows after the end of y")

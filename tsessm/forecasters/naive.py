@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tsessm.checks import positive_int
 from tsessm.forecasters.base import BaseForecaster
 
 
@@ -22,9 +23,7 @@ class NaiveForecaster(BaseForecaster):
 
     def _check_params(self) -> None:
         super()._check_params()
-        m = self.season_length
-        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
-            raise ValueError(f"season_length must be a positive integer, got {m!r}")
+        positive_int("season_length", self.season_length)
 
     def _min_length(self) -> int:
         return self.season_length

@@ -18,6 +18,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from tsessm.checks import positive_int
+from tsessm.data import standard_stats
 from tsessm.forecasters.base import BaseForecaster
 
 # Chunks shorter than this are absorbed step by step; longer ones by one prefill (same state).
@@ -29,9 +31,12 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available here; use 'auto' or 'cpu'")
+    return resolved
 
 
 class NeuralForecaster(BaseForecaster):
@@ -44,17 +49,18 @@ class NeuralForecaster(BaseForecaster):
     def _param_groups(self, net: nn.Module) -> list[dict]:
         return [{"params": list(net.parameters())}]
 
+    @property
+    def _sees_future(self) -> bool:
+        """A non-causal (bidirectional) net: trained and validated on window ends only."""
+        return bool(getattr(self, "bidirectional", False))
+
     # ----- checks ------------------------------------------------------------------------
     def _check_params(self) -> None:
         super()._check_params()
-        if self.steps_per_epoch is not None and (
-            not isinstance(self.steps_per_epoch, (int, np.integer)) or self.steps_per_epoch < 1
-        ):
-            raise ValueError(f"steps_per_epoch must be a positive integer or None, got {self.steps_per_epoch!r}")
+        if self.steps_per_epoch is not None:
+            positive_int("steps_per_epoch", self.steps_per_epoch)
         for name in ("lookback", "epochs", "batch_size", "patience"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            positive_int(name, getattr(self, name))
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
@@ -97,12 +103,7 @@ class NeuralForecaster(BaseForecaster):
             if n_val > self.horizon and n_train - n_val >= self._min_length():
                 n_train -= n_val
         history = values if val_values is None else np.vstack([values, val_values])
-        self.mean_ = values[:n_train].mean(axis=0)
-        std = values[:n_train].std(axis=0)
-        if not (np.isfinite(std).all() and np.isfinite(self.mean_).all()):
-            col = int(np.argmax(~np.isfinite(std)))
-            raise ValueError(f"column {col} of y is too large to scale (its standard deviation overflows)")
-        self.std_ = np.where(std > 1e-12, std, 1.0)
+        self.mean_, self.std_ = standard_stats(values[:n_train])
         self._fit_segments([(self._scale(history), n_train)], target_idx)
         self._reset_stream(self._scale(values))
 
@@ -136,6 +137,8 @@ class NeuralForecaster(BaseForecaster):
         H = self.horizon
         window = min(2 * self.lookback, min(n_train for _, n_train in segments) - H)
         burn_in = min(self.lookback // 2, window - 1)
+        if self._sees_future:  # position t would read its own targets: learn from the last one only
+            window, burn_in = self.lookback, self.lookback - 1
         x_all = self._tensor(np.concatenate([xs for xs, _ in segments]))
         future = self._tensor(np.concatenate([self._future_targets(xs) for xs, _ in segments]))
         # Valid window starts: the window and its targets stay inside one series' train rows.
@@ -199,6 +202,14 @@ class NeuralForecaster(BaseForecaster):
         total, count = 0.0, 0
         for start, stop in val_spans:
             begin = int(offsets_of[offsets_of <= start].max())  # the series' first row
+            if self._sees_future:  # windowed: each validation origin sees its lookback rows only
+                origins = torch.arange(max(start, begin + self.lookback - 1), stop, device=self.device_)
+                rows = origins[:, None] + torch.arange(-self.lookback + 1, 1, device=self.device_)
+                pred = self._run(x_all[rows])[:, -1]
+                target = future[origins]
+                total += nn.functional.mse_loss(pred, target, reduction="sum").item()
+                count += pred.numel()
+                continue
             pred = self._run(x_all[None, begin:stop])[0, start - begin :]
             total += nn.functional.mse_loss(pred, future[start:stop], reduction="sum").item()
             count += pred.numel()
@@ -252,6 +263,8 @@ class NeuralForecaster(BaseForecaster):
 
     def _set_fitted_state(self, state: dict) -> None:
         state = dict(state)
+        if "cuda" in str(self.device) and not torch.cuda.is_available():
+            self.device = "auto"  # trained on a GPU, loaded where there is none: run on the CPU
         self.device_ = resolve_device(self.device)
         weights = state.pop("net_")
         self.target_idx_ = state["target_idx_"]

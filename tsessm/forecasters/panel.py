@@ -17,7 +17,8 @@ import torch
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
-from tsessm.data import resolve_target, to_series
+from tsessm.data import resolve_target, standard_stats, to_series
+from tsessm.errors import StreamingNotSupported
 from tsessm.forecasters.base import FORMAT_VERSION, _CPUUnpickler, atomic_write_bytes
 from tsessm.forecasters.neural import PREFILL_MIN_ROWS, NeuralForecaster
 from tsessm.nn.state import concat_states, select_states, set_states
@@ -62,6 +63,9 @@ class PanelForecaster(BaseEstimator):
         """Train the global model on every series of the long frame `df`."""
         model = clone(self.forecaster)
         model._check_params()
+        if getattr(model, "bidirectional", False):
+            raise StreamingNotSupported("a panel keeps one recurrent state per series, which a bidirectional "
+                                        "eSSM does not have; use bidirectional=False")
         groups, columns, was_polars = self._split(df, "df")
         targets = resolve_target(columns, model.target)
         need = model._min_length()
@@ -78,12 +82,22 @@ class PanelForecaster(BaseEstimator):
             n_val = int(n_train * model.validation_fraction)
             if n_val > model.horizon and n_train - n_val >= need:
                 n_train -= n_val
-            mean, std = _stats(series.values[:n_train])
+            mean, std = standard_stats(series.values[:n_train])
             means.append(mean)
             stds.append(std)
             segments.append((((series.values - mean) / std).astype(np.float32), n_train))
         model.mean_, model.std_ = np.zeros(len(columns)), np.ones(len(columns))  # scaling is per series here
         model._fit_segments(segments, target_idx)
+        saved = dict(self.__dict__)
+        try:
+            self._set_fitted(model, groups, columns, targets, means, stds, was_polars, segments)
+        except BaseException:  # a failed fit leaves the panel as it was
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+        return self
+
+    def _set_fitted(self, model, groups, columns, targets, means, stds, was_polars, segments) -> None:
         self.model_ = model
         self.ids_ = list(groups)
         self.columns_, self.target_columns_ = columns, targets
@@ -93,7 +107,6 @@ class PanelForecaster(BaseEstimator):
         self.polars_ = was_polars
         self.state_, self.last_out_ = None, None
         self._absorb_new({k: (xs, None) for k, (xs, _) in zip(self.ids_, segments)}, start=0)
-        return self
 
     # ----- state -------------------------------------------------------------------------
     @torch.no_grad()
@@ -145,7 +158,7 @@ class PanelForecaster(BaseEstimator):
             start = len(self.ids_)
             means, stds, scaled = [], [], {}
             for key, (values, last) in new.items():
-                mean, std = _stats(values)
+                mean, std = standard_stats(values)
                 means.append(mean)
                 stds.append(std)
                 scaled[key] = (((values - mean) / std).astype(np.float32), None)
@@ -275,11 +288,6 @@ class PanelForecaster(BaseEstimator):
         panel.state_ = [s.to(model.device_) for s in panel.state_]
         panel.last_out_ = panel.last_out_.to(model.device_)
         return panel
-
-
-def _stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    std = values.std(axis=0)
-    return values.mean(axis=0), np.where(std > 1e-12, std, 1.0)
 
 
 def _model_payload(model: NeuralForecaster) -> dict:

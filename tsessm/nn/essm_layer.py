@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tsessm.checks import positive_int
 from tsessm.errors import StreamingNotSupported
 from tsessm.nn.init import INITS
 
@@ -75,9 +76,8 @@ class ESSMLayer(nn.Module):
         dt_max: float = 1e-1,
     ) -> None:
         super().__init__()
-        for name, value in {"d_model": d_model, "d_state": d_state, "n_heads": n_heads}.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        d_model, d_state, n_heads = (positive_int(k, v) for k, v in
+                                     (("d_model", d_model), ("d_state", d_state), ("n_heads", n_heads)))
         if d_model % n_heads or d_state % n_heads:
             raise ValueError(
                 f"n_heads={n_heads} must divide d_model={d_model} and d_state={d_state}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from tsessm.checks import positive_int
 from tsessm.nn.essm_layer import ESSMLayer
 
 
@@ -73,9 +74,9 @@ class ESSMNet(nn.Module):
         if mixer not in _MIXERS:
             raise ValueError(f"mixer must be one of {sorted(_MIXERS)}, got {mixer!r}")
         sizes = {"n_in": n_in, "n_out": n_out, "horizon": horizon, "n_layers": n_layers, "d_model": d_model}
-        for name, value in sizes.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        n_in, n_out, horizon, n_layers, d_model = (positive_int(k, v) for k, v in sizes.items())
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.n_in, self.n_out, self.horizon = n_in, n_out, horizon
         self.encoder = nn.Linear(n_in, d_model)
         self.blocks = nn.ModuleList(
