@@ -4,18 +4,21 @@ A checkpoint directory holds `model-<seq>.pkl` files and one manifest, `checkpoi
 Writing one: the model goes to a new `model-<seq>.pkl` (atomically), then the manifest that
 names it replaces the old one atomically -- the manifest is the commit point. A crash before
 the rename leaves the previous manifest and the model file it names intact; model files no
-manifest names are removed after the next commit.
+manifest names are removed after the next commit. Attachments (e.g. the buffer of recent
+observations kept for model reloads, `<key>-<seq>.bin`) are written and cleaned up the same way.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 MANIFEST = "checkpoint.json"
 FORMAT = "tsessm-stream-checkpoint/1"
+_ATTACHMENT = re.compile(r"^[a-z][a-z0-9_]*-\d{8}\.bin$")
 
 
 class CheckpointError(Exception):
@@ -47,13 +50,27 @@ class CheckpointStore:
         if not model_path.is_file():
             raise CheckpointError(f"damaged checkpoint {self.manifest_path}: its model file {model_path} is missing")
         manifest["model_path"] = model_path
+        attachments = manifest.get("attachments") or {}
+        if not isinstance(attachments, dict):
+            raise CheckpointError(f"damaged checkpoint {self.manifest_path}: bad 'attachments'")
+        manifest["attachment_paths"] = {}
+        for key, name in attachments.items():
+            path = self.dir / str(name)
+            if not path.is_file():
+                raise CheckpointError(f"damaged checkpoint {self.manifest_path}: its {key} file {path} is missing")
+            manifest["attachment_paths"][key] = path
         return manifest
 
-    def write(self, adapter: Any, adapter_class: str, state: dict[str, Any], seq: int) -> None:
-        """Commit a checkpoint: model file first, then the manifest naming it."""
+    def write(self, adapter: Any, adapter_class: str, state: dict[str, Any], seq: int,
+              attachments: dict[str, bytes] | None = None) -> None:
+        """Commit a checkpoint: model file (and attachments) first, then the manifest naming them."""
         from tsessm.forecasters.base import atomic_write_bytes
 
         self.dir.mkdir(parents=True, exist_ok=True)
+        names = {}
+        for key, payload in (attachments or {}).items():
+            names[key] = f"{key}-{seq:08d}.bin"
+            atomic_write_bytes(self.dir / names[key], payload)
         model_file = f"model-{seq:08d}.pkl"
         extras = adapter.save(self.dir / model_file) or {}
         manifest = {
@@ -65,10 +82,16 @@ class CheckpointStore:
             "adapter_extras": extras,
             **state,
         }
+        if names:
+            manifest["attachments"] = names
         atomic_write_bytes(self.manifest_path, (json.dumps(manifest, indent=1) + "\n").encode("utf-8"))
         _fsync_dir(self.dir)
         for old in [*self.dir.glob("model-*.pkl"), *self.dir.glob(".model-*.tmp")]:
             if old.name != model_file:
+                old.unlink(missing_ok=True)
+        for old in [*self.dir.glob("*-*.bin"), *self.dir.glob(".*-*.bin.*.tmp")]:
+            base = old.name.lstrip(".").split(".bin")[0] + ".bin"
+            if _ATTACHMENT.match(base) and old.name not in names.values():
                 old.unlink(missing_ok=True)
 
     def lock(self) -> None:

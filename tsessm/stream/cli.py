@@ -33,6 +33,11 @@ more:
       # follow a growing file until SIGINT/SIGTERM (a clean stop writes a checkpoint)
   producer | tsessm stream --model model.pkl --input - --id-col sensor --checkpoint ckpt/ --on-bad-record skip
       # JSON lines such as {"sensor": "a", "time": "2024-01-13T12:00:00", "load": 1.27, "temp": 0.31}
+  tsessm stream --model models:/load-essm@champion --reload-every 5m --input live.csv --follow --checkpoint ckpt/
+      # hand over to a newly promoted champion without losing the stream position: every 5 minutes
+      # the alias is resolved; a new version absorbs the last --history-rows observations after the
+      # end of its data, then replaces the serving model (one stderr line, a checkpoint at once).
+      # A version it cannot bring exactly to the stream position is refused with a warning.
 
 exit status: 0 at the end of the input (or a clean stop), 1 when a bad record or a gap stops the
 stream (the message names the input line), 2 for bad arguments, a missing model or an
@@ -62,6 +67,15 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _duration(text: str) -> float:
+    from tsessm.stream.reload import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the `stream` options to a parser."""
     p.add_argument("--model", required=True, metavar="PATH",
@@ -89,6 +103,12 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="with --follow: stop cleanly after this long without a new line")
     p.add_argument("--format", choices=["auto", "csv", "jsonl"], default="auto",
                    help="input format (default auto: by file extension, else a first line starting with { is JSON lines)")
+    p.add_argument("--reload-every", type=_duration, metavar="DURATION",
+                   help="with --model models:/NAME@alias: every DURATION (30s, 5m, 1h; checked between records) "
+                        "look up the alias and hand over to a newly promoted version at the current position")
+    p.add_argument("--history-rows", type=_positive_int, default=1000, metavar="N",
+                   help="with --reload-every: observations kept per series to bring a new version up to the "
+                        "stream position (default 1000); a version whose data ends further back is refused")
     return p
 
 
@@ -133,6 +153,7 @@ def run_stream_command(args: argparse.Namespace) -> int:
             args.model, source, args.output, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
             time_col=args.time_col, id_col=args.id_col, gap=args.gap, on_bad_record=args.on_bad_record,
             emit_every=args.emit_every, handle_signals=True, record_delay=delay,
+            reload_every=getattr(args, "reload_every", None), history_rows=getattr(args, "history_rows", 1000),
         )
     except StreamSetupError as exc:
         _error(str(exc))
@@ -153,7 +174,10 @@ def run_stream_command(args: argparse.Namespace) -> int:
     how = {"end": "end of input", "stopped": "stopped", "idle": "idle timeout"}.get(result.status, result.status)
     print(f"tsessm stream: {how}{' (resumed)' if result.resumed else ''}: {c.applied} applied, {c.filled} filled, "
           f"{c.duplicates} replays skipped, {c.bad} bad records, {c.emitted} lines written; "
-          f"checkpoint at input line {result.line} in {args.checkpoint}", file=sys.stderr, flush=True)
+          f"checkpoint at input line {result.line} in {args.checkpoint}"
+          + (f"; model version {result.model_version}" if result.model_version is not None else "")
+          + (f" ({len(result.switches)} hand-over{'s' if len(result.switches) != 1 else ''})"
+             if result.switches else ""), file=sys.stderr, flush=True)
     return 0
 
 

@@ -4,6 +4,11 @@ Delivery is at-least-once, keyed by (series id, time): the state only moves forw
 observation whose time is not after the last applied one of its series is skipped as a
 replay), output is written and flushed before the checkpoint that covers it, and a restart
 resumes from the last checkpoint -- so output lines after it may appear twice, identical.
+
+With a registry alias as the model (`models:/NAME@champion`) and a reload interval, the runner
+also hands over to a newly promoted version between records, without losing its position
+(see `tsessm.stream.reload`): the new model absorbs the recent observations the runner kept,
+takes over, and a checkpoint is written at once; the manifest records the version serving.
 """
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ import pandas as pd
 
 from tsessm.stream.adapters import RecordError, StreamAdapter, class_path, load_adapter, load_model, make_adapter
 from tsessm.stream.checkpoint import CheckpointError, CheckpointStore
+from tsessm.stream.reload import (DEFAULT_HISTORY_ROWS, History, Reloader, alias_of, parse_duration,
+                                  resolve_model_uri)
 from tsessm.stream.sinks import open_sink
 from tsessm.stream.sources import Record, open_source
 
@@ -58,6 +65,8 @@ class StreamResult:
     adapter: Any  # the adapter, holding the model in its final state
     resumed: bool  # started from a checkpoint
     lines: list[dict] | None = field(default=None, repr=False)  # the output, when no sink was given
+    model_version: int | None = None  # the registry version serving at the end (models:/ sources)
+    switches: list[dict] = field(default_factory=list)  # model hand-overs: from, to, time, line
 
     @property
     def exit_code(self) -> int:
@@ -115,7 +124,8 @@ def _number(name: str, value: Any) -> float:
 class _Runner:
     def __init__(self, adapter: StreamAdapter, source: Any, sink: Any, store: CheckpointStore | None, *,
                  checkpoint_every: int, time_col: str, id_col: str | None, gap: str, on_bad_record: str,
-                 emit_every: int, log: Callable[[str], None], record_delay: float) -> None:
+                 emit_every: int, log: Callable[[str], None], record_delay: float,
+                 reloader: Reloader | None = None) -> None:
         self.adapter, self.source, self.sink, self.store = adapter, source, sink, store
         self.checkpoint_every, self.time_col, self.id_col = checkpoint_every, time_col, id_col
         self.gap, self.on_bad_record, self.emit_every = gap, on_bad_record, emit_every
@@ -126,6 +136,10 @@ class _Runner:
         self.seq = 0
         self.since_checkpoint = 0
         self.model_source: str | None = None
+        self.model_version: int | None = None
+        self.reloader = reloader
+        self.history: History | None = reloader.history if reloader is not None else None
+        self.switches: list[dict] = []
 
     # ----- checkpoint -----------------------------------------------------------------------
     def restore(self, manifest: dict) -> None:
@@ -135,6 +149,13 @@ class _Runner:
         }
         self.seq = int(manifest["seq"])
         self.model_source = manifest.get("model_source")
+        self.model_version = manifest.get("model_version")
+        history_file = (manifest.get("attachment_paths") or {}).get("history")
+        if self.reloader is not None and history_file is not None:
+            try:
+                self.history = self.reloader.history = History.loads(history_file.read_bytes(), self.history.rows)
+            except Exception as exc:  # the buffer only enables reloads: start an empty one
+                self.log(f"unreadable history buffer {history_file} ({type(exc).__name__}: {exc}); starting empty")
         position = manifest["position"]
         if position.get("positional") and self.source.positional:
             self.line = int(position["line"])
@@ -152,8 +173,10 @@ class _Runner:
                 {"id": sid, "count": s.count, "last_values": s.last_values} for sid, s in self.series.items()
             ],
             "model_source": self.model_source,
+            "model_version": self.model_version,
         }
-        self.store.write(self.adapter, class_path(self.adapter), state, self.seq)
+        attachments = {"history": self.history.dumps()} if self.history is not None else None
+        self.store.write(self.adapter, class_path(self.adapter), state, self.seq, attachments)
         self.since_checkpoint = 0
 
     # ----- records --------------------------------------------------------------------------
@@ -197,6 +220,8 @@ class _Runner:
 
     def _apply(self, sid: Any, ts: pd.Timestamp, values: dict[str, float], filled: bool) -> None:
         self.adapter.apply(sid, ts, values)
+        if self.history is not None:
+            self.history.add(sid, ts, values)
         series = self.series.get(sid)
         if series is None:
             series = self.series[sid] = _Series()
@@ -255,6 +280,26 @@ class _Runner:
             return self._bad(record.line, str(exc))
         return None
 
+    # ----- model hand-over ------------------------------------------------------------------
+    def reload(self) -> None:
+        """Switch to the version the alias names now, if it can take over at this position."""
+        switch = self.reloader.check(self.adapter, self.model_version, list(self.series))
+        if switch is None:
+            return
+        old, new = self.adapter, switch.adapter
+        for series in self.series.values():  # --gap ffill values, in the new model's column order
+            if series.last_values is not None:
+                by_name = dict(zip(old.columns, series.last_values))
+                series.last_values = [by_name[c] for c in new.columns]
+        self.adapter = new  # the switch: every later record goes to the new model
+        self.model_version = switch.new_version
+        at = switch.time.isoformat() if switch.time is not None else "the start"
+        self.switches.append({"from": switch.old_version, "to": switch.new_version, "time": at,
+                              "line": self.line, "rows": switch.rows})
+        self.checkpoint()  # a crash from here on resumes with the new model
+        self.log(f"reload: {self.reloader.uri} version {switch.old_version} -> {switch.new_version} at {at} "
+                 f"(input line {self.line}; {switch.rows} buffered observations applied to catch up)")
+
     # ----- the loop -------------------------------------------------------------------------
     def run(self) -> tuple[str, str | None]:
         stopper = self.source.stopper
@@ -271,6 +316,8 @@ class _Runner:
             self.line = record.line
             if self.since_checkpoint >= self.checkpoint_every:
                 self.checkpoint()
+            if self.reloader is not None and self.reloader.due(self.counters.records):
+                self.reload()
             if stopper.is_set():
                 return "stopped", None
         if stopper.is_set():
@@ -298,6 +345,9 @@ def run_stream(
     stop_event: Any = None,
     log: Callable[[str], None] | None = None,
     record_delay: float = 0.0,
+    reload_every: float | str | None = None,
+    reload_every_records: int | None = None,
+    history_rows: int = DEFAULT_HISTORY_ROWS,
 ) -> StreamResult:
     """Stream observations through a model, emitting a forecast after each one.
 
@@ -316,6 +366,13 @@ def run_stream(
     handle_signals: stop cleanly (checkpoint, status "stopped") on SIGINT/SIGTERM.
     stop_event: a threading.Event; setting it stops the stream cleanly between records.
     record_delay: seconds to sleep before each record (a testing aid).
+    reload_every: with `model` a registry alias (models:/NAME@champion), look every this many
+        seconds (or a duration: "30s", "5m", "1h") whether the alias names another version and
+        hand over to it at the current position (see `tsessm.stream.reload`). Checked between
+        records. When resuming, the alias is the one the checkpoint's model came from.
+    reload_every_records: the same check after every N-th record (deterministic; for tests).
+    history_rows: observations kept per series for that hand-over (default 1000): a new version
+        whose data ends more than this many steps before the stream position is refused.
 
     Returns a StreamResult; `exit_code` is 0 for a stream that ended or was stopped cleanly,
     1 for one stopped by a bad record. Raises StreamSetupError when it cannot start.
@@ -329,6 +386,15 @@ def run_stream(
             raise StreamSetupError(f"{name} must be a positive integer, got {value!r}")
     if id_col is not None and id_col == time_col:
         raise StreamSetupError(f"the id column and the time column are both {id_col!r}")
+    reloading = reload_every is not None or reload_every_records is not None
+    if reload_every is not None:
+        try:
+            reload_every = parse_duration(reload_every)
+        except ValueError as exc:
+            raise StreamSetupError(f"reload_every: {exc}") from None
+    for name, value in (("reload_every_records", reload_every_records), ("history_rows", history_rows)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise StreamSetupError(f"{name} must be a positive integer, got {value!r}")
     log = log or _stderr_log
 
     store, manifest = None, None
@@ -341,7 +407,15 @@ def run_stream(
     except CheckpointError as exc:
         raise StreamSetupError(str(exc)) from None
     try:
-        adapter, model_source = _open_adapter(model, manifest)
+        adapter, model_source, model_version = _open_adapter(model, manifest)
+        reloader = None
+        if reloading:
+            if alias_of(model_source) is None:
+                where = "the checkpoint's model came from" if manifest is not None else "--model is"
+                raise StreamSetupError(f"reloading needs a registry alias such as models:/NAME@champion as the "
+                                       f"model; {where} {model_source or 'an in-memory model'}")
+            reloader = Reloader(model_source, every_seconds=reload_every, every_records=reload_every_records,
+                                history=History(history_rows, adapter.columns), log=log)
         try:
             src = open_source(source)
             out = open_sink(sink)
@@ -354,8 +428,8 @@ def run_stream(
 
     runner = _Runner(adapter, src, out, store, checkpoint_every=checkpoint_every, time_col=time_col,
                      id_col=id_col, gap=gap, on_bad_record=on_bad_record, emit_every=emit_every,
-                     log=log, record_delay=record_delay)
-    runner.model_source = model_source
+                     log=log, record_delay=record_delay, reloader=reloader)
+    runner.model_source, runner.model_version = model_source, model_version
     if manifest is not None:
         runner.restore(manifest)
     src.stopper.event = stop_event
@@ -376,10 +450,12 @@ def run_stream(
             if store is not None:
                 store.unlock()
     return StreamResult(status=status, message=message, counters=runner.counters, line=runner.line,
-                        adapter=adapter, resumed=manifest is not None, lines=getattr(out, "lines", None))
+                        adapter=runner.adapter, resumed=manifest is not None, lines=getattr(out, "lines", None),
+                        model_version=runner.model_version, switches=runner.switches)
 
 
-def _open_adapter(model: Any, manifest: dict | None) -> tuple[StreamAdapter, str | None]:
+def _open_adapter(model: Any, manifest: dict | None) -> tuple[StreamAdapter, str | None, int | None]:
+    """The adapter, where its model came from (a path or URI) and its registry version."""
     if manifest is not None:
         try:
             adapter = load_adapter(manifest["adapter"], manifest["model_path"], manifest.get("adapter_extras") or {})
@@ -387,10 +463,10 @@ def _open_adapter(model: Any, manifest: dict | None) -> tuple[StreamAdapter, str
             raise StreamSetupError(
                 f"unreadable checkpoint model {manifest['model_path']}: {type(exc).__name__}: {exc}"
             ) from None
-        return adapter, manifest.get("model_source")
+        return adapter, manifest.get("model_source"), manifest.get("model_version")
     if model is None:
         raise StreamSetupError("no model given and no checkpoint to resume from")
-    source = None
+    source, version = None, None
     if isinstance(model, (str, os.PathLike)):
         source = os.fspath(model)
         from tsessm.tracking import is_model_uri
@@ -398,11 +474,13 @@ def _open_adapter(model: Any, manifest: dict | None) -> tuple[StreamAdapter, str
         if not (os.path.isfile(source) or is_model_uri(source)):
             raise StreamSetupError(f"no such model file: {source}")
         try:
-            model = load_model(source)
+            # An alias is resolved first, so the version loaded is the version recorded.
+            uri, version = resolve_model_uri(source) if is_model_uri(source) else (source, None)
+            model = load_model(uri)
         except Exception as exc:
             raise StreamSetupError(f"cannot load model {source}: {type(exc).__name__}: {exc}") from None
     try:
-        return make_adapter(model), source
+        return make_adapter(model), source, version
     except (ValueError, TypeError) as exc:
         raise StreamSetupError(str(exc)) from None
     except Exception as exc:  # e.g. sklearn's NotFittedError
