@@ -63,3 +63,12 @@ def test_bad_arguments_exit_2_and_help_reads_well():
 def test_debug_shows_the_traceback(csv, tmp_path):
     with pytest.raises(ValueError, match="nope"):
         main(["--debug", "train", str(csv), "--target", "nope", "--out", str(tmp_path / "m.pkl"), *TINY])
+
+
+def test_every_command_is_wired(tmp_path, capsys):
+    for command in ("stream", "tune", "retrain", "schedule"):
+        with pytest.raises(SystemExit) as done:
+            main([command, "--help"])
+        assert done.value.code == 0 and "usage: tsessm" in capsys.readouterr().out
+    assert main(["retrain", "--config", str(tmp_path / "missing.toml")]) == 2
+    assert "no such config file" in capsys.readouterr().err

@@ -94,11 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     _track_args(p)
 
+    from tsessm.retrain import add_retrain_parser
+    from tsessm.schedule import add_schedule_parser
     from tsessm.stream import add_stream_parser
     from tsessm.tuning import add_tune_parser
 
     add_stream_parser(sub)
     add_tune_parser(sub)
+    add_retrain_parser(sub)
+    add_schedule_parser(sub)
     return parser
 
 
@@ -281,6 +285,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tsessm.tuning import run_tune_command
 
         return run_tune_command(args)
+    if args.command == "retrain":
+        from tsessm.retrain import run_retrain_command
+
+        return run_retrain_command(args)
+    if args.command == "schedule":
+        from tsessm.schedule import run_schedule_command
+
+        return run_schedule_command(args)
     try:
         COMMANDS[args.command](args)
     except Exception as exc:  # one line for the user; the traceback with --debug
