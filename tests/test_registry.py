@@ -250,3 +250,14 @@ def test_serve_invocations_match_in_process(store):
         assert bad.value.code == 400
     finally:
         stop(proc)
+
+
+def test_cli_predict_takes_a_registry_uri(store, tmp_path):
+    from tsessm.cli import main
+
+    out = tmp_path / "forecast.csv"
+    assert main(["predict", "--model", "models:/tsessm-naive@champion", "--out", str(out)]) == 0
+    got = pd.read_csv(out, index_col=0, parse_dates=True)
+    expected = store["models"]["naive"].predict()
+    np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-12)
+    assert list(got.index) == list(expected.index)

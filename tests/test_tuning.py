@@ -295,16 +295,32 @@ def test_cli_errors_are_one_line(csv, tmp_path, capsys, extra, message):
     assert err.startswith("tsessm tune: error:") and message in err and err.count("\n") == 1
 
 
-def test_tuned_best_model_is_registered_and_served_by_pyfunc(csv, tmp_path, monkeypatch):
+def test_tuned_best_model_is_registered_and_answers_over_http(csv, tmp_path, monkeypatch):
+    """The issue's end to end: a short tuning run, its best model registered, served, queried."""
     import mlflow
+    from test_registry import _free_port, _post, server_env, stop, wait_for
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     try:
         result = tune(csv, **{**TINY, "track": True, "retrain_best": True}, n_trials=2,
                       storage=_storage(tmp_path), study_name="served", register_as="tuned")
-        served = mlflow.pyfunc.load_model("models:/tuned/1").predict(pd.DataFrame())
-        expected = result.best_model.predict()
-        np.testing.assert_allclose(served[expected.columns[0]].to_numpy(), expected.iloc[:, 0].to_numpy(), rtol=1e-6)
     finally:
         mlflow.set_tracking_uri(None)
+    expected = result.best_model.predict()
+    port, log = _free_port(), tmp_path / "serve.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/tuned/1", "--env-manager", "local",
+             "-h", "127.0.0.1", "-p", str(port), "--workers", "1"],
+            env=server_env(MLFLOW_TRACKING_URI=uri), cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/ping", proc, log)
+        answer = _post(f"http://127.0.0.1:{port}/invocations",
+                       {"dataframe_split": {"columns": ["time", *expected.columns], "data": []}})
+        got = pd.DataFrame(answer["predictions"])
+        np.testing.assert_allclose(got[expected.columns[0]].to_numpy(), expected.iloc[:, 0].to_numpy(), rtol=1e-6)
+    finally:
+        stop(proc)
