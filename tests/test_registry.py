@@ -2,13 +2,9 @@
 from __future__ import annotations
 
 import copy
-import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,9 +15,9 @@ import pandas as pd
 import pytest
 
 import tsessm
+from servers import free_port, post_json, server_env, stop, wait_for
 from tsessm import registry, tracking
 
-REPO = Path(tsessm.__file__).resolve().parents[1]
 TARGETS = ["load", "temp"]
 
 
@@ -173,58 +169,10 @@ def test_null_tracker_log_model_is_a_noop(store):
         tracker.log_dict({"a": 1}, "a.json")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _post(url: str, payload: dict) -> dict:
-    request = urllib.request.Request(url, data=json.dumps(payload).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())
-
-
-def wait_for(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
-    """Poll `url` until it answers 200; fail fast if the server process died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"{url} did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """Terminate the server's process group (it spawns uvicorn), then kill it if it lingers."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=15)
-
-
-def server_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ, **extra)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # mlflow execs uvicorn
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
 def test_serve_invocations_match_in_process(store):
     model, new = store["models"]["essm"], store["new"]
     expected = copy.deepcopy(model).update(new).predict()
-    port = _free_port()
+    port = free_port()
     log = store["root"] / "serve.log"
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/tsessm-essm@champion",
            "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "--workers", "1"]
@@ -238,15 +186,15 @@ def test_serve_invocations_match_in_process(store):
         split = {"dataframe_split": {"columns": ["time", *TARGETS], "data": rows}}
         records = {"dataframe_records": [dict(zip(["time", *TARGETS], r)) for r in rows]}
         for payload in (split, records, split):
-            got = pd.DataFrame(_post(url, payload)["predictions"])
+            got = pd.DataFrame(post_json(url, payload)["predictions"])
             assert got["time"].tolist() == [t.isoformat() for t in expected.index]
             assert got["step"].tolist() == [1, 2, 3, 4]
             np.testing.assert_allclose(_values(got), _values(expected), rtol=0, atol=1e-6)
-        got = pd.DataFrame(_post(url, {"dataframe_split": {"columns": ["time", *TARGETS], "data": []},
+        got = pd.DataFrame(post_json(url, {"dataframe_split": {"columns": ["time", *TARGETS], "data": []},
                                        "params": {"fh": [1, 4]}})["predictions"])
         np.testing.assert_allclose(_values(got), _values(model.predict(fh=[1, 4])), rtol=0, atol=1e-6)
         with pytest.raises(urllib.error.HTTPError) as bad:
-            _post(url, {"dataframe_split": {"columns": ["time", "load"], "data": [r[:2] for r in rows]}})
+            post_json(url, {"dataframe_split": {"columns": ["time", "load"], "data": [r[:2] for r in rows]}})
         assert bad.value.code == 400
     finally:
         stop(proc)

@@ -2,13 +2,8 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +14,7 @@ import pytest
 from mlflow import MlflowClient
 
 import tsessm
+from servers import free_port, stop, wait_for
 from tsessm import registry, tracking
 
 matplotlib.use("Agg")
@@ -27,43 +23,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 REPO = Path(tsessm.__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"mlflow server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"{url} did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)  # its own session: the uvicorn child goes too
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=15)
-
-
 @pytest.fixture
 def server(tmp_path):
     """`mlflow server` on a free loopback port; yields (uri, root); killed afterwards."""
     root = tmp_path / "server"
     root.mkdir()
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
@@ -75,10 +40,10 @@ def server(tmp_path):
         proc = subprocess.Popen(cmd, env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     try:
-        _wait_for(f"http://127.0.0.1:{port}/health", proc, log)
+        wait_for(f"http://127.0.0.1:{port}/health", proc, log)
         yield f"http://127.0.0.1:{port}", root
     finally:
-        _stop(proc)
+        stop(proc)
         mlflow.set_tracking_uri(None)
 
 

@@ -298,7 +298,7 @@ def test_cli_errors_are_one_line(csv, tmp_path, capsys, extra, message):
 def test_tuned_best_model_is_registered_and_answers_over_http(csv, tmp_path, monkeypatch):
     """The issue's end to end: a short tuning run, its best model registered, served, queried."""
     import mlflow
-    from test_registry import _free_port, _post, server_env, stop, wait_for
+    from servers import free_port, post_json, server_env, stop, wait_for
 
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
@@ -309,7 +309,7 @@ def test_tuned_best_model_is_registered_and_answers_over_http(csv, tmp_path, mon
     finally:
         mlflow.set_tracking_uri(None)
     expected = result.best_model.predict()
-    port, log = _free_port(), tmp_path / "serve.log"
+    port, log = free_port(), tmp_path / "serve.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/tuned/1", "--env-manager", "local",
@@ -318,7 +318,7 @@ def test_tuned_best_model_is_registered_and_answers_over_http(csv, tmp_path, mon
             start_new_session=True)
     try:
         wait_for(f"http://127.0.0.1:{port}/ping", proc, log)
-        answer = _post(f"http://127.0.0.1:{port}/invocations",
+        answer = post_json(f"http://127.0.0.1:{port}/invocations",
                        {"dataframe_split": {"columns": ["time", *expected.columns], "data": []}})
         got = pd.DataFrame(answer["predictions"])
         np.testing.assert_allclose(got[expected.columns[0]].to_numpy(), expected.iloc[:, 0].to_numpy(), rtol=1e-6)
