@@ -232,6 +232,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
           f"{source.info['split']}")
     common = {"horizon": args.horizon, "random_state": args.seed}
     neural = {"lookback": args.lookback, "epochs": args.epochs, "verbose": 1}
+    own = {"arima": {"order": "auto"}}  # the baselines at their best, not at a default order
     rows, plotted = [], {}
     with start_run(args.track, args.experiment, run_name=f"demo-{source.name}") as parent:
         parent.log_params({"demo_horizon": args.horizon, "demo_lookback": args.lookback, **source.info})
@@ -241,7 +242,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
             except ValueError as exc:
                 print(f"skipping {name}: {exc}")
                 continue
-            model = make_model(name, **{k: v for k, v in {**common, **neural}.items() if k in accepted})
+            params = {k: v for k, v in {**common, **neural}.items() if k in accepted}
+            model = make_model(name, **params, **own.get(name, {}))
             with start_run(args.track, args.experiment, run_name=f"demo-{name}", nested=True) as tracker:
                 fit_seconds = train(model, source, tracker)
                 model.save(out_dir / f"{name}.pkl")
