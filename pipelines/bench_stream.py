@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import tempfile
 import time
 import warnings
 
@@ -58,7 +60,7 @@ def bench_history(args) -> dict:
                            d_state=args.d_state, epochs=1, steps_per_epoch=5, verbose=0, random_state=0,
                            device="cpu").fit(base)
     long_hist = _series(100_000, seed=1)
-    path = "/tmp/tsessm_bench_stream.pkl"
+    path = os.path.join(tempfile.mkdtemp(prefix="tsessm-bench-"), "model.pkl")
     model.save(path)
     short = ESSMForecaster.load(path)
     long = ESSMForecaster.load(path)
