@@ -134,20 +134,38 @@ def test_restart_resumes_at_the_checkpoint_position(model_path, new, expected, t
     first = run_stream(str(model_path), str(half), str(out), checkpoint=ckpt, checkpoint_every=7)
     assert first.status == "end" and not first.resumed
     assert manifest(ckpt)["position"]["line"] == 61 and manifest(ckpt)["counters"]["applied"] == 60
+    # Another file: its first 60 rows are replays, recognised by their timestamps (not by line).
     second = run_stream(str(model_path), str(full), str(out), checkpoint=ckpt, checkpoint_every=7)
     assert second.resumed and second.status == "end"
     lines = read_lines(out)
     assert len(lines) == N_NEW and dedup(lines) == expected  # nothing re-emitted after a clean stop
     c = second.counters
-    assert (c.applied, c.duplicates, c.bad, c.records, c.emitted) == (N_NEW, 0, 0, N_NEW, N_NEW)
+    assert (c.applied, c.duplicates, c.bad, c.records, c.emitted) == (N_NEW, 60, 0, N_NEW + 60, N_NEW)
     assert second.adapter.model.n_seen_ == N_FIT + N_NEW  # every observation applied exactly once
     saved = BaseForecaster.load(ckpt / manifest(ckpt)["model_file"])
     assert saved.n_seen_ == N_FIT + N_NEW and saved.last_index_[0] == new.index[-1]
     assert sorted(p.name for p in ckpt.glob("model-*.pkl")) == [manifest(ckpt)["model_file"]]
     # A stream (not positional) replayed from the start: old timestamps are skipped and counted.
     third = run_stream(str(model_path), records(new), checkpoint=ckpt)
-    assert third.lines == [] and third.counters.duplicates == N_NEW and third.counters.applied == N_NEW
+    assert third.lines == [] and third.counters.duplicates == 60 + N_NEW and third.counters.applied == N_NEW
     assert third.adapter.model.n_seen_ == N_FIT + N_NEW
+
+
+def test_the_same_file_grown_resumes_by_line_and_a_new_file_is_read_whole(model_path, new, expected, tmp_path):
+    grown, out, ckpt = tmp_path / "live.csv", tmp_path / "out.jsonl", tmp_path / "ckpt"
+    write_csv(new.iloc[:60], grown)
+    run_stream(str(model_path), str(grown), str(out), checkpoint=ckpt)
+    write_csv(new, grown)  # the same file, grown: resume after line 61 without re-reading
+    again = run_stream(str(model_path), str(grown), str(out), checkpoint=ckpt)
+    assert again.counters.duplicates == 0 and again.counters.applied == N_NEW
+    assert dedup(read_lines(out)) == expected
+    # A new file holding only the next rows is read from its first line, none skipped.
+    first, second = write_csv(new.iloc[:60], tmp_path / "d1.csv"), write_csv(new.iloc[60:], tmp_path / "d2.csv")
+    out2, ckpt2 = tmp_path / "out2.jsonl", tmp_path / "ckpt2"
+    run_stream(str(model_path), str(first), str(out2), checkpoint=ckpt2)
+    later = run_stream(str(model_path), str(second), str(out2), checkpoint=ckpt2)
+    assert later.counters.applied == N_NEW and later.counters.duplicates == 0
+    assert read_lines(out2) == expected  # every row once: nothing skipped, nothing repeated
 
 
 def test_replayed_timestamps_are_skipped_and_counted(model_path, new, expected):

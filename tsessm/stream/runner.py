@@ -158,8 +158,12 @@ class _Runner:
                 self.log(f"unreadable history buffer {history_file} ({type(exc).__name__}: {exc}); starting empty")
         position = manifest["position"]
         if position.get("positional") and self.source.positional:
-            self.line = int(position["line"])
-            self.source.skip_until = self.line
+            if position.get("input") == self.source.name:
+                self.line = int(position["line"])
+                self.source.skip_until = self.line
+            else:  # another file: its rows are new ones or replays, told apart by their timestamps
+                self.log(f"input {self.source.name} is not the checkpoint's {position.get('input')}: "
+                         "resuming by timestamp, not by line")
 
     def checkpoint(self) -> None:
         if self.store is None:
