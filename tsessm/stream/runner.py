@@ -274,11 +274,11 @@ class _Runner:
                     return self._bad(record.line, f"gap: {where}, and this stream has no earlier observation "
                                                   "of the series to forward-fill from")
                 fills = [last + j * freq for j in range(1, k)]
-        if fills:
-            previous = dict(zip(self.adapter.columns, self.series[sid].last_values))
-            for t in fills:
-                self._apply(sid, t, previous, filled=True)
         try:
+            if fills:  # the filled steps stay applied even if the record itself is then refused
+                previous = dict(zip(self.adapter.columns, self.series[sid].last_values))
+                for t in fills:
+                    self._apply(sid, t, previous, filled=True)
             self._apply(sid, ts, values, filled=False)
         except RecordError as exc:
             return self._bad(record.line, str(exc))
