@@ -83,7 +83,8 @@ class BaseForecaster(BaseEstimator):
         """Fit on `y` (+ covariates `X`, used as inputs only). Returns self.
 
         y_val / X_val: an optional validation stretch that follows `y` (rows at or before the
-        end of `y` are ignored), used by models with early stopping.
+        end of `y` are ignored), used by models with early stopping. The fitted state covers
+        `y` only; `update(y_val)` continues it to the end of the validation rows.
         """
         self._check_params()
         series, own_columns = self._prepare(y, X, "y")
@@ -214,7 +215,7 @@ class BaseForecaster(BaseEstimator):
         raise NotImplementedError(f"{type(self).__name__} has no windowed backtest")
 
     def _forecast_stream(self, values: np.ndarray) -> np.ndarray:
-        """Forecast at every row of `values` from the fitted state (one pass): (T, horizon, k)."""
+        """Forecast at every row of `values` in one pass from the start of `values`: (T, horizon, k)."""
         raise NotImplementedError(f"{type(self).__name__} has no one-pass backtest")
 
 
