@@ -218,22 +218,29 @@ class NeuralForecaster(BaseForecaster):
     # ----- streaming state ---------------------------------------------------------------
     @torch.no_grad()
     def _reset_stream(self, xs: np.ndarray) -> None:
-        out, self.state_ = self.net_.prefill(self._tensor(xs)[None])
-        self.last_out_ = self._anchor(out[0, -1], self._tensor(xs[-1])).cpu().numpy()
+        out, self.state_ = self._advance(self._tensor(xs), None)
+        self.last_out_ = out.cpu().numpy()
 
     @torch.no_grad()
-    def _update(self, values: np.ndarray) -> None:
-        xs = self._tensor(self._scale(values))
-        if len(xs) >= PREFILL_MIN_ROWS:
-            out, state = self.net_.prefill(xs[None], self.state_)
+    def _advance(self, xs: Tensor, state: list[Tensor] | None) -> tuple[Tensor, list[Tensor]]:
+        """Absorb scaled rows xs (L, C) of one series from `state` (zero if None).
+
+        Returns the anchored forecast after the last row, (H, k), and the new state (batch 1).
+        Long chunks go through one prefill, short ones step by step: the same state either way.
+        """
+        if state is None or len(xs) >= PREFILL_MIN_ROWS:
+            out, state = self.net_.prefill(xs[None], state)
             out = out[0, -1]
         else:
-            state = self.state_
             for x_t in xs:
                 out, state = self.net_.step(x_t[None], state)
             out = out[0]
-        self.state_ = state
-        self.last_out_ = self._anchor(out, xs[-1]).cpu().numpy()
+        return self._anchor(out, xs[-1]), state
+
+    @torch.no_grad()
+    def _update(self, values: np.ndarray) -> None:
+        out, self.state_ = self._advance(self._tensor(self._scale(values)), self.state_)
+        self.last_out_ = out.cpu().numpy()
 
     def _predict(self) -> np.ndarray:
         return self._unscale_targets(self.last_out_)

@@ -106,19 +106,18 @@ class PanelForecaster(BaseEstimator):
         self.last_time_ = [s.index[-1] for s in groups.values()]
         self.polars_ = was_polars
         self.state_, self.last_out_ = None, None
-        self._absorb_new({k: (xs, None) for k, (xs, _) in zip(self.ids_, segments)}, start=0)
+        self._absorb_new({k: xs for k, (xs, _) in zip(self.ids_, segments)}, start=0)
 
     # ----- state -------------------------------------------------------------------------
     @torch.no_grad()
-    def _absorb_new(self, scaled: dict[Any, tuple[np.ndarray, None]], start: int) -> None:
+    def _absorb_new(self, scaled: dict[Any, np.ndarray], start: int) -> None:
         """Prefill the state of series ids_[start:] from their own (scaled) histories."""
         model = self.model_
         states, outs = [], []
         for key in self.ids_[start:]:
-            xs = model._tensor(scaled[key][0])
-            out, state = model.net_.prefill(xs[None])
+            out, state = model._advance(model._tensor(scaled[key]), None)
             states.append(state)
-            outs.append(model._anchor(out[0, -1], xs[-1])[None])
+            outs.append(out[None])
         new_state = concat_states(states)
         new_out = torch.cat(outs)
         if self.state_ is None:
@@ -161,7 +160,7 @@ class PanelForecaster(BaseEstimator):
                 mean, std = standard_stats(values)
                 means.append(mean)
                 stds.append(std)
-                scaled[key] = (((values - mean) / std).astype(np.float32), None)
+                scaled[key] = ((values - mean) / std).astype(np.float32)
                 self.ids_.append(key)
                 self.last_time_.append(last)
             self.mean_ = np.vstack([self.mean_, *means])
@@ -216,10 +215,9 @@ class PanelForecaster(BaseEstimator):
         chunks = {k: model._tensor(((v - self.mean_[rows[k]]) / self.std_[rows[k]]).astype(np.float32))
                   for k, (v, _) in known.items()}
         for key in [k for k, x in chunks.items() if len(x) >= PREFILL_MIN_ROWS]:
-            i, xs = rows[key], chunks.pop(key)
-            out, state = model.net_.prefill(xs[None], select_states(self.state_, [i]))
+            i = rows[key]
+            self.last_out_[i], state = model._advance(chunks.pop(key), select_states(self.state_, [i]))
             self.state_ = set_states(self.state_, [i], state)
-            self.last_out_[i] = model._anchor(out[0, -1], xs[-1])
         for r in range(max((len(x) for x in chunks.values()), default=0)):
             active = [k for k, x in chunks.items() if len(x) > r]
             idx = [rows[k] for k in active]
