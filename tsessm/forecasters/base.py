@@ -106,7 +106,7 @@ class BaseForecaster(BaseEstimator):
             if len(val_values) == 0:
                 raise ValueError("y_val has no rows after the end of y")
             if not series.kind.startswith("numpy"):
-                first, expected = val.index[keep][0], series.index[-1] + _step(series)
+                first, expected = val.index[keep][0], series.index[-1] + _step(series.index, series.freq)
                 if first != expected:
                     raise ValueError(f"y_val must continue y: its first new row is {first}, expected {expected}")
         target_idx = [series.columns.index(t) for t in targets]
@@ -163,7 +163,7 @@ class BaseForecaster(BaseEstimator):
         last = self.last_index_[0]
         if self.input_kind_.kind.startswith("numpy"):
             return  # integer steps carry no labels: a numpy chunk follows by definition
-        expected = last + (pd.Timedelta(self.freq_) if isinstance(index, pd.DatetimeIndex) else self.freq_)
+        expected = last + _step(index, self.freq_)
         if index[0] != expected:
             what = "is not after" if index[0] <= last else "leaves a gap after"
             raise ValueError(
@@ -219,8 +219,9 @@ class BaseForecaster(BaseEstimator):
         raise NotImplementedError(f"{type(self).__name__} has no one-pass backtest")
 
 
-def _step(series: Series) -> Any:
-    return pd.Timedelta(series.freq) if isinstance(series.index, pd.DatetimeIndex) else series.freq
+def _step(index: pd.Index, freq: Any) -> Any:
+    """One step of a series: a Timedelta for timestamps, the integer step otherwise."""
+    return pd.Timedelta(freq) if isinstance(index, pd.DatetimeIndex) else freq
 
 
 def _class_by_path(path: str) -> type:
