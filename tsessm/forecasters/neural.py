@@ -97,15 +97,17 @@ class NeuralForecaster(BaseForecaster):
 
     # ----- training ----------------------------------------------------------------------
     def _fit(self, values: np.ndarray, target_idx: list[int], val_values: np.ndarray | None) -> None:
-        n_train = len(values)
-        if val_values is None and self.validation_fraction > 0:
-            n_val = int(len(values) * self.validation_fraction)
-            if n_val > self.horizon and n_train - n_val >= self._min_length():
-                n_train -= n_val
+        n_train = len(values) if val_values is not None else self._train_rows(len(values))
         history = values if val_values is None else np.vstack([values, val_values])
         self.mean_, self.std_ = standard_stats(values[:n_train])
         self._fit_segments([(self._scale(history), n_train)], target_idx)
         self._reset_stream(self._scale(values))
+
+    def _train_rows(self, n_rows: int) -> int:
+        """Rows to train on when the tail `validation_fraction` is held out for early stopping
+        (all rows when that tail would be too short to score or leave too little to train)."""
+        n_val = int(n_rows * self.validation_fraction)
+        return n_rows - n_val if n_val > self.horizon and n_rows - n_val >= self._min_length() else n_rows
 
     def _fit_segments(self, segments: list[tuple[np.ndarray, int]], target_idx: list[int]) -> None:
         """Build and train the net on scaled series: each segment is (xs (T_i, C), n_train_i);

@@ -78,10 +78,7 @@ class PanelForecaster(BaseEstimator):
         target_idx = [columns.index(t) for t in targets]
         segments, means, stds = [], [], []
         for series in groups.values():
-            n_train = len(series)
-            n_val = int(n_train * model.validation_fraction)
-            if n_val > model.horizon and n_train - n_val >= need:
-                n_train -= n_val
+            n_train = model._train_rows(len(series))
             mean, std = standard_stats(series.values[:n_train])
             means.append(mean)
             stds.append(std)
