@@ -25,6 +25,8 @@ class LSTMForecaster(NeuralForecaster):
             (10 to 200 batches).
         validation_fraction: tail of `y` held out for early stopping when no `y_val` is given.
         relative: forecast the change from the current value (a streaming-safe normalisation).
+        difference: read first differences x_t - x_{t-1} instead of levels; with `relative` the
+            forecast then follows the series' level wherever it drifts (see `tsessm.nn.Differenced`).
         missing: "error", "ffill" or "interpolate" for gaps and NaN in the input.
         device: "auto" (CUDA when present), "cpu", "cuda", ...
         verbose: 0 silences the progress bar.
@@ -46,6 +48,7 @@ class LSTMForecaster(NeuralForecaster):
         patience: int = 3,
         validation_fraction: float = 0.1,
         relative: bool = True,
+        difference: bool = False,
         missing: str = "error",
         device: str = "auto",
         verbose: int = 1,
@@ -64,6 +67,7 @@ class LSTMForecaster(NeuralForecaster):
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.relative = relative
+        self.difference = difference
         self.missing = missing
         self.device = device
         self.verbose = verbose

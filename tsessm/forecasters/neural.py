@@ -7,7 +7,9 @@ Training (convolution view): random windows of `2 * lookback` rows, loss on ever
 after a burn-in of `lookback // 2`, so each window yields many examples and the model learns to
 forecast from a warmed-up state -- the state it carries when streaming. Inputs are scaled with
 the train-set standard scaler; with `relative=True` the net forecasts the change from the
-current (scaled) value, a position-wise trick that has the same streaming form.
+current (scaled) value, a position-wise trick that has the same streaming form, and with
+`difference=True` it reads first differences (`tsessm.nn.Differenced`), so the forecast
+follows the level of the series instead of the train split's.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from tqdm.auto import tqdm
 from tsessm.checks import positive_int
 from tsessm.data import standard_stats
 from tsessm.forecasters.base import BaseForecaster
+from tsessm.nn.differenced import Differenced
 
 # Chunks shorter than this are absorbed step by step; longer ones by one prefill (same state).
 PREFILL_MIN_ROWS = 16
@@ -49,6 +52,11 @@ class NeuralForecaster(BaseForecaster):
     def _param_groups(self, net: nn.Module) -> list[dict]:
         return [{"params": list(net.parameters())}]
 
+    def _make_net(self, n_in: int, n_out: int) -> nn.Module:
+        """The subclass's net, fed first differences when `difference=True`."""
+        net = self._build_net(n_in, n_out)
+        return Differenced(net) if self.difference else net
+
     @property
     def _sees_future(self) -> bool:
         """A non-causal (bidirectional) net: trained and validated on window ends only."""
@@ -67,11 +75,13 @@ class NeuralForecaster(BaseForecaster):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if not isinstance(self.validation_fraction, (int, float)) or not 0 <= self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
+        if not isinstance(self.difference, bool):
+            raise TypeError(f"difference must be True or False, got {self.difference!r}")
         resolve_device(self.device)  # raises on an unknown device string
         # A throw-away net checks the architecture's arguments (the net's own checks name them);
         # its random init must not move the caller's random state.
         with torch.random.fork_rng(devices=[]):
-            self._build_net(1, 1)
+            self._make_net(1, 1)
 
     def _min_length(self) -> int:
         return self.lookback + self.horizon + 1
@@ -118,7 +128,7 @@ class NeuralForecaster(BaseForecaster):
         seed = _same_on_every_rank(seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.net_ = self._build_net(segments[0][0].shape[1], len(target_idx)).to(self.device_)
+            self.net_ = self._make_net(segments[0][0].shape[1], len(target_idx)).to(self.device_)
             if self.relative:
                 # Start from the last-value forecast (a zero change): training learns corrections
                 # to a sane baseline instead of first undoing a random head.
@@ -277,7 +287,7 @@ class NeuralForecaster(BaseForecaster):
         self.device_ = resolve_device(self.device)
         weights = state.pop("net_")
         self.target_idx_ = state["target_idx_"]
-        net = self._build_net(state.pop("n_in_"), len(state["target_idx_"]))
+        net = self._make_net(state.pop("n_in_"), len(state["target_idx_"]))
         net.load_state_dict(weights)
         self.net_ = net.to(self.device_).eval()
         if state.get("state_") is not None:
