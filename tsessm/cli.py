@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     _track_args(p)
 
+    from tsessm.bench.command import add_bench_parser
     from tsessm.retrain import add_retrain_parser
     from tsessm.schedule import add_schedule_parser
     from tsessm.stream import add_stream_parser
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tune_parser(sub)
     add_retrain_parser(sub)
     add_schedule_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 
@@ -295,6 +297,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tsessm.schedule import run_schedule_command
 
         return run_schedule_command(args)
+    if args.command == "bench":
+        from tsessm.bench.command import run_bench_command
+
+        return run_bench_command(args)
     try:
         COMMANDS[args.command](args)
     except Exception as exc:  # one line for the user; the traceback with --debug

@@ -1,0 +1,1 @@
+"""Benchmark suites behind `tsessm bench` and pipelines/benchmark_*.py."""

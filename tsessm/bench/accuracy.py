@@ -1,0 +1,261 @@
+"""The accuracy benchmark: datasets x settings x horizons x models on the Informer protocol.
+
+Every cell trains one model on the train split (validation split for early stopping), backtests
+it on the test split -- windowed (every origin sees `lookback` rows, the protocol S4 reports) and,
+for the eSSM, one-pass (the streaming state over the whole history) -- and appends its metrics
+to a CSV. A cell already in the CSV with the same parameters is skipped, so an interrupted run
+resumes where it stopped; changing a cell's parameters reruns it. Each cell is an MLflow run.
+
+    tsessm bench accuracy --quick                      # a few-minute subset (ETTh1, S)
+    tsessm bench accuracy --datasets ETTh1,ETTh2 --settings S --horizons 720
+    tsessm bench accuracy --report-only                # re-render the table and plots
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import tomllib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from tsessm import datasets, jobs
+from tsessm.backtest import backtest
+from tsessm.bench.report import render_markdown, plot_dataset
+from tsessm.bench.results import ResultsFile, params_key
+from tsessm.tracking import NullTracker, git_commit, start_run
+
+DATASETS = ("ETTh1", "ETTh2", "ETTm1", "WTH", "ECL")
+SETTINGS = ("S", "M")
+MODELS = ("essm", "lstm", "arima", "naive")
+# The one-pass (streaming) backtest is reported for the model that streams; the rest are windowed.
+ONE_PASS_MODELS = ("essm",)
+QUICK = {"datasets": ("ETTh1",), "settings": ("S",), "horizons": (24, 48), "models": MODELS}
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "pipelines" / "accuracy.toml"
+DEFAULT_RESULTS = Path("pipelines") / "results" / "accuracy.csv"
+EXPERIMENT = "tsessm-bench-accuracy"
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    setting: str
+    horizon: int
+    model: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}/{self.setting}/H{self.horizon}/{self.model}"
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return ("windowed", "one-pass") if self.model in ONE_PASS_MODELS else ("windowed",)
+
+
+def grid(datasets_: tuple[str, ...], settings: tuple[str, ...], horizons: tuple[int, ...] | None,
+         models: tuple[str, ...]) -> list[Cell]:
+    """The cells to run, in order; ARIMA is univariate only, horizons default to the protocol's."""
+    cells = []
+    for dataset in datasets_:
+        for setting in settings:
+            for horizon in horizons or datasets.horizons(dataset):
+                for model in models:
+                    if model == "arima" and setting != "S":
+                        continue
+                    cells.append(Cell(dataset, setting, horizon, model))
+    return cells
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """The per-model parameters: `[models.NAME]` defaults, then matching `[[overrides]]` in order.
+
+    An override applies where every key it names (dataset, setting, horizon, each a value or a
+    list) matches the cell and its `model` matches; its `params` replace the defaults.
+    """
+    with open(path, "rb") as f:
+        config = tomllib.load(f)
+    unknown = set(config) - {"models", "overrides"}
+    if unknown:
+        raise ValueError(f"{path}: unknown section(s) {sorted(unknown)}; expected [models.*] and [[overrides]]")
+    for i, rule in enumerate(config.get("overrides", [])):
+        bad = set(rule) - {"model", "dataset", "setting", "horizon", "params", "why"}
+        if bad or "model" not in rule or "params" not in rule:
+            raise ValueError(f"{path}: override #{i + 1} needs model and params (and may name dataset, "
+                             f"setting, horizon, why); it has {sorted(rule)}")
+    return config
+
+
+def _matches(rule: dict[str, Any], cell: Cell) -> bool:
+    for key in ("model", "dataset", "setting", "horizon"):
+        if key in rule:
+            allowed = rule[key] if isinstance(rule[key], list) else [rule[key]]
+            if getattr(cell, key) not in allowed:
+                return False
+    return True
+
+
+def cell_params(cell: Cell, config: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The constructor arguments of the cell's model (horizon and seed included)."""
+    params: dict[str, Any] = {"horizon": cell.horizon, "random_state": seed}
+    params.update(config.get("models", {}).get(cell.model, {}))
+    for rule in config.get("overrides", []):
+        if _matches(rule, cell):
+            params.update(rule["params"])
+    if "verbose" in jobs.model_class(cell.model)().get_params():
+        params.setdefault("verbose", 0)
+    params.setdefault("lookback", 96)  # the rows a windowed forecast sees, for every model
+    return params
+
+
+def run_cell(cell: Cell, params: dict[str, Any], *, data_dir: str | None, track: bool,
+             experiment: str = EXPERIMENT) -> list[dict[str, Any]]:
+    """Train and backtest one cell; one result row per backtest mode."""
+    lookback = params.get("lookback", 96)
+    columns = [datasets.target(cell.dataset)] if cell.setting == "S" else None
+    source = jobs.open_data(cell.dataset, lookback=lookback, columns=columns, data_dir=data_dir)
+    accepted = jobs.model_class(cell.model)().get_params()
+    model = jobs.make_model(cell.model, **{k: v for k, v in params.items() if k != "lookback" or k in accepted})
+    rows = []
+    with start_run(track, experiment, run_name=cell.name) as tracker:
+        tracker.set_tags({"dataset": cell.dataset, "setting": cell.setting, "horizon": cell.horizon,
+                          "model": cell.model})
+        fit_seconds = jobs.train(model, source, tracker)
+        val = validation_scores(model, source, lookback)  # what configurations are chosen on
+        tracker.log_metrics({"val_windowed_mse": val["mse"], "val_windowed_mae": val["mae"]})
+        for mode in cell.modes:
+            result, seconds = jobs.evaluate(model, source, mode, lookback, tracker)
+            rows.append({
+                "dataset": cell.dataset, "setting": cell.setting, "horizon": cell.horizon,
+                "model": cell.model, "mode": mode, "mse": result.scores["mse"], "mae": result.scores["mae"],
+                "n_windows": result.scores["n_windows"], "lookback": lookback,
+                "val_mse": val["mse"], "val_mae": val["mae"],
+                "fit_seconds": round(fit_seconds, 1), "backtest_seconds": round(seconds, 1),
+                "epochs_run": len(getattr(model, "history_", [])) or None,
+                "params": json.dumps(params, sort_keys=True, default=str), "params_key": params_key(params),
+                "commit": git_commit() or "unknown", "mlflow_run_id": tracker.run_id or "",
+                "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            })
+    return rows
+
+
+def validation_scores(model: Any, source: jobs.DataSource, lookback: int) -> dict[str, float]:
+    """The windowed protocol on the validation split (origins from its border on)."""
+    start = source.val[0] + lookback
+    return backtest(model, source.frame.iloc[: source.val[1]], test_start=start, train_rows=source.train_stop,
+                    lookback=lookback).scores
+
+
+def _csv_list(text: str | None, cast=str) -> tuple | None:
+    return tuple(cast(x) for x in text.split(",") if x) if text else None
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--datasets", help=f"comma-separated (default {','.join(DATASETS)}; ECL only where its file is found)")
+    p.add_argument("--settings", help="S (univariate), M (multivariate) or both (default S,M)")
+    p.add_argument("--horizons", help="comma-separated (default: each dataset's protocol horizons)")
+    p.add_argument("--models", help=f"comma-separated (default {','.join(MODELS)})")
+    p.add_argument("--quick", action="store_true",
+                   help="a subset that finishes in minutes: ETTh1, S, horizons 24 and 48, every model")
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="model parameters per cell (TOML)")
+    p.add_argument("--set", action="append", default=[], metavar="MODEL.NAME=VALUE",
+                   help="override a parameter for every cell of MODEL, e.g. --set essm.epochs=2")
+    p.add_argument("--results", default=str(DEFAULT_RESULTS), help="the results CSV (read to resume, then extended)")
+    p.add_argument("--report-dir", help="where the markdown table and the plots go (default: next to --results)")
+    p.add_argument("--report-only", action="store_true", help="only render the table and plots from --results")
+    p.add_argument("--data-dir", help="folder with the dataset files (e.g. a user-supplied ECL.csv)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--track", action=argparse.BooleanOptionalAction, default=True,
+                   help="one MLflow run per cell ($MLFLOW_TRACKING_URI, default sqlite:///mlruns.db)")
+    p.add_argument("--experiment", default=EXPERIMENT, help="MLflow experiment name")
+
+
+def _apply_sets(config: dict[str, Any], items: list[str]) -> dict[str, Any]:
+    models = {name: dict(values) for name, values in config.get("models", {}).items()}
+    for item in items:
+        key, sep, value = item.partition("=")
+        model, dot, name = key.partition(".")
+        if not (sep and dot and model and name):
+            raise ValueError(f"--set expects MODEL.NAME=VALUE, got {item!r}")
+        parsed = tuple(jobs.parse_value(v) for v in value.split(",")) if "," in value else jobs.parse_value(value)
+        models.setdefault(model, {})[name] = parsed
+    # --set wins over the file's overrides too: it is appended as a last rule per model
+    rules = list(config.get("overrides", []))
+    rules += [{"model": m, "params": {k: v for k, v in models[m].items()}} for m in
+              {i.partition(".")[0] for i in items}]
+    return {"models": models, "overrides": rules}
+
+
+def _available(dataset: str, data_dir: str | None) -> bool:
+    try:
+        datasets.load(dataset, data_dir=data_dir)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def run(args: argparse.Namespace) -> int:
+    results = ResultsFile(args.results)
+    report_dir = Path(args.report_dir) if args.report_dir else Path(args.results).parent
+    if not args.report_only:
+        pick = QUICK if args.quick else {}
+        chosen_datasets = _csv_list(args.datasets) or pick.get("datasets", DATASETS)
+        chosen_datasets = tuple(datasets.get_spec(d).name for d in chosen_datasets)
+        settings = _csv_list(args.settings) or pick.get("settings", SETTINGS)
+        models = _csv_list(args.models) or pick.get("models", MODELS)
+        for s in settings:
+            if s not in SETTINGS:
+                raise ValueError(f"--settings: unknown setting {s!r}; choose from {', '.join(SETTINGS)}")
+        for m in models:
+            jobs.model_class(m)  # an unknown model fails before any cell runs
+        config = _apply_sets(load_config(args.config), args.set)
+        present = []
+        for d in chosen_datasets:
+            if _available(d, args.data_dir):
+                present.append(d)
+            else:
+                print(f"{d}: data file not found, skipped (put it in --data-dir or $TSESSM_DATA_DIR)")
+        cells = grid(tuple(present), settings, _csv_list(args.horizons, int) or pick.get("horizons"), models)
+        _run_cells(cells, config, results, args)
+    table = results.read()
+    if table.empty:
+        print(f"no results in {args.results} yet")
+        return 0
+    report_dir.mkdir(parents=True, exist_ok=True)
+    markdown = render_markdown(table)
+    (report_dir / "accuracy.md").write_text(markdown)
+    for dataset in table["dataset"].unique():
+        plot_dataset(table, dataset, report_dir / f"accuracy_{dataset}.png")
+    print(markdown)
+    print(f"table: {report_dir / 'accuracy.md'}; plots: {report_dir}/accuracy_<dataset>.png")
+    return 0
+
+
+def _run_cells(cells: list[Cell], config: dict[str, Any], results: ResultsFile, args: argparse.Namespace) -> None:
+    todo = []
+    for cell in cells:
+        params = cell_params(cell, config, args.seed)
+        if results.has(cell, params_key(params), cell.modes):
+            print(f"{cell.name}: done, skipped")
+        else:
+            todo.append((cell, params))
+    for i, (cell, params) in enumerate(todo, 1):
+        print(f"[{i}/{len(todo)}] {cell.name} ...", flush=True)
+        start = time.perf_counter()
+        rows = run_cell(cell, params, data_dir=args.data_dir, track=args.track, experiment=args.experiment)
+        results.replace(cell, rows)
+        scores = ", ".join(f"{r['mode']} {r['mse']:.4f}/{r['mae']:.4f}" for r in rows)
+        print(f"[{i}/{len(todo)}] {cell.name}: {scores} ({time.perf_counter() - start:.0f} s)", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tsessm bench accuracy", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError) as exc:
+        parser.exit(2, f"tsessm bench accuracy: error: {exc}\n")
+

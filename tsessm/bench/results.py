@@ -1,0 +1,69 @@
+"""The accuracy results CSV: one row per (cell, backtest mode), rewritten atomically per cell."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+from filelock import FileLock
+
+KEY = ["dataset", "setting", "horizon", "model"]
+
+
+def params_key(params: dict[str, Any]) -> str:
+    """A short stable fingerprint of a cell's parameters: a changed parameter reruns the cell."""
+    text = json.dumps(params, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+class ResultsFile:
+    """Reads and extends the results CSV; a finished cell is never lost to a crash mid-write."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def read(self) -> pd.DataFrame:
+        if not self.path.exists():
+            return pd.DataFrame(columns=KEY + ["mode", "mse", "mae", "params_key"])
+        return pd.read_csv(self.path, dtype={"params_key": str, "mlflow_run_id": str})
+
+    def has(self, cell: Any, key: str, modes: Iterable[str]) -> bool:
+        """Whether every mode of `cell` is in the file with parameters fingerprinted `key`."""
+        table = self.read()
+        if table.empty:
+            return False
+        mine = table[self._mask(table, cell) & (table["params_key"] == key)]
+        return set(modes) <= set(mine["mode"])
+
+    def replace(self, cell: Any, rows: list[dict[str, Any]]) -> None:
+        """Drop the cell's old rows (any parameters), append `rows`, write via temp file + rename.
+
+        A lock file serialises writers, so several benchmark processes can share one CSV.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.path) + ".lock"):
+            self._replace(cell, rows)
+
+    def _replace(self, cell: Any, rows: list[dict[str, Any]]) -> None:
+        table = self.read()
+        kept = table[~self._mask(table, cell)] if not table.empty else table
+        new = pd.DataFrame(rows)
+        out = new if kept.empty else pd.concat([kept, new], ignore_index=True)
+        out = out.sort_values(KEY + ["mode"], kind="stable").reset_index(drop=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", newline="") as f:
+                out.to_csv(f, index=False, float_format="%.6g")
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @staticmethod
+    def _mask(table: pd.DataFrame, cell: Any) -> pd.Series:
+        return ((table["dataset"] == cell.dataset) & (table["setting"] == cell.setting)
+                & (table["horizon"].astype(int) == cell.horizon) & (table["model"] == cell.model))

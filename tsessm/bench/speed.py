@@ -1,0 +1,301 @@
+"""The speed and size benchmark: every ratio measured side by side in one run, on this machine.
+
+  measure                                                           goal
+  train time per epoch, LSTM / eSSM, same width/depth, L=96/336/720 >= 5x
+  parameters, eSSM / LSTM                                           <= 13 %
+  update+predict latency, history 100k / 1k                         <= 1.2x
+  recompute over the last 720 rows / recurrent update+predict       >= 50x
+  batched observations per second over 10 000 series                >= 100 000 /s
+  sliding-window backtest / one-pass backtest, ETTh1 test (OT)      >= 20x
+  ARIMA extend / eSSM update                                        >= 10x
+  peak RSS while training ETTm1 setting M at L=720                  <= 2 GB
+
+Results go to pipelines/results/speed.json (machine, settings, measures) and a markdown table
+for the README is printed. Timings only mean something on an otherwise idle machine.
+
+    tsessm bench speed                                # the full run (tens of minutes on a CPU)
+    tsessm bench speed --quick                        # smaller sizes, a minute or two
+    tsessm bench speed --skip memory --skip panel --threads 4 --device cuda
+    python pipelines/benchmark_speed.py --quick --out /tmp/speed.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from tsessm.bench import backtest_timing, core_timing, peak_memory, stream_timing
+from tsessm.bench.machine import describe
+from tsessm.forecasters.base import atomic_write_bytes
+from tsessm.forecasters.essm import ESSMForecaster
+from tsessm.forecasters.neural import resolve_device
+
+DEFAULT_OUT = Path("pipelines") / "results" / "speed.json"
+GROUPS = ("train", "params", "history", "recompute", "panel", "backtest", "arima", "memory")
+# Sizes of the full run and of --quick; a flag given on the command line overrides either.
+FULL = {"lengths": [96, 336, 720], "epoch_steps": 20, "train_repeats": 3, "history_rows": 100_000,
+        "repeats": 200, "n_series": 10_000, "panel_rounds": 5, "backtest_repeats": 3, "memory_steps": 10}
+QUICK = {"lengths": [96], "epoch_steps": 5, "train_repeats": 1, "history_rows": 10_000,
+         "repeats": 30, "n_series": 1_000, "panel_rounds": 3, "backtest_repeats": 1, "memory_steps": 2}
+MEMORY_GOAL_MB = 2048.0
+MEMORY_LOOKBACK = 720
+
+
+# ----- measures ------------------------------------------------------------------------------
+def measure(name: str, label: str, value: float | None, unit: str, goal: tuple[str, float],
+            detail: dict[str, Any]) -> dict[str, Any]:
+    """One row of the result; goal = (">=" or "<=", target). `met` is None when nothing was measured."""
+    op, target = goal
+    met = None if value is None else bool(value >= target if op == ">=" else value <= target)
+    return {"name": name, "label": label, "value": value, "unit": unit, "goal": {"op": op, "value": target},
+            "met": met, "detail": detail}
+
+
+def failed(group: str, exc: BaseException) -> dict[str, Any]:
+    """The row of a measure group that raised: no value, no goal, the error in the detail."""
+    return {"name": group, "label": group, "value": None, "unit": "", "goal": None, "met": None,
+            "detail": {"error": f"{type(exc).__name__}: {exc}"}}
+
+
+class _Context:
+    """Settings, device and the small fitted eSSM shared by the streaming measures (built once)."""
+
+    def __init__(self, s: dict[str, Any]) -> None:
+        self.s = s
+        self.width = {k: s[k] for k in ("d_model", "n_layers", "d_state", "n_heads")}
+        self._base = None
+
+    @property
+    def base(self) -> ESSMForecaster:
+        if self._base is None:
+            self._base = stream_timing.base_model(self.width, self.s["device"], seed=self.s["seed"])
+        return self._base
+
+
+def _train(c: _Context) -> list[dict]:
+    rows = []
+    for length in c.s["lengths"]:
+        d = core_timing.train_epoch_times(c.width, length, steps=c.s["epoch_steps"], repeats=c.s["train_repeats"],
+                                          device=c.s["device"], seed=c.s["seed"])
+        rows.append(measure(f"train_L{length}", f"train time per epoch, LSTM ÷ eSSM, L={length}",
+                            d["lstm_over_essm"], "x", (">=", 5.0), {"method": core_timing.TRAIN_METHOD, **d}))
+    return rows
+
+
+def _params(c: _Context) -> list[dict]:
+    table = core_timing.param_counts(c.width, [c.width["n_heads"], *c.s["param_heads"]])
+    mine = next(r for r in table if r["n_heads"] == c.width["n_heads"])
+    return [measure("params", f"parameters, eSSM ÷ LSTM (n_heads={c.width['n_heads']})",
+                    100 * mine["total_ratio"], "%", ("<=", 13.0), {"by_heads": table})]
+
+
+def _history(c: _Context) -> list[dict]:
+    d = stream_timing.history_latency(c.base, c.s["history_rows"], c.s["repeats"])
+    label = f"update+predict latency, history {_rows(d['history_long_rows'])} ÷ {_rows(d['history_short_rows'])}"
+    return [measure("history", label, d["long_over_short"], "x", ("<=", 1.2), d)]
+
+
+def _recompute(c: _Context) -> list[dict]:
+    d = stream_timing.recompute_vs_update(c.base, c.s["window"], c.s["repeats"])
+    return [measure("recompute", f"windowed recompute ({c.s['window']} rows) ÷ recurrent update+predict",
+                    d["recompute_over_update"], "x", (">=", 50.0), d)]
+
+
+def _panel(c: _Context) -> list[dict]:
+    d = stream_timing.panel_throughput(c.width, c.s["n_series"], c.s["panel_rounds"], c.s["device"], c.s["seed"])
+    return [measure("panel", f"batched observations/s, {c.s['n_series']:,} series", d["obs_per_s"], "obs/s",
+                    (">=", 100_000.0), d)]
+
+
+def _backtest(c: _Context) -> list[dict]:
+    d = backtest_timing.backtest_times(c.width, repeats=c.s["backtest_repeats"], device=c.s["device"],
+                                       data_dir=c.s["data_dir"], seed=c.s["seed"])
+    return [measure("backtest", "sliding-window ÷ one-pass backtest, ETTh1 test (OT)",
+                    d["windowed_over_one_pass"], "x", (">=", 20.0), d)]
+
+
+def _arima(c: _Context) -> list[dict]:
+    d = stream_timing.arima_vs_update(c.base, c.s["repeats"])
+    return [measure("arima", "ARIMA extend ÷ eSSM update (+ predict each)", d["arima_over_essm"], "x",
+                    (">=", 10.0), d)]
+
+
+def _memory(c: _Context) -> list[dict]:
+    model = {**c.width, "horizon": c.s["memory_horizon"], "lookback": MEMORY_LOOKBACK, "epochs": 1,
+             "steps_per_epoch": c.s["memory_steps"], "device": c.s["device"], "random_state": c.s["seed"]}
+    d = peak_memory.training_peak_memory("ETTm1", model, data_dir=c.s["data_dir"], threads=torch.get_num_threads())
+    return [measure("memory", f"peak RSS training ETTm1 M, L=720, H={c.s['memory_horizon']}", d["peak_rss_mb"],
+                    "MB", ("<=", MEMORY_GOAL_MB), d)]
+
+
+MEASURES: dict[str, Callable[[_Context], list[dict]]] = {
+    "train": _train, "params": _params, "history": _history, "recompute": _recompute,
+    "panel": _panel, "backtest": _backtest, "arima": _arima, "memory": _memory,
+}
+
+
+def run_measures(s: dict[str, Any], log: Callable[[str], None] = print) -> list[dict]:
+    """Every group not in s["skip"], in order; a group that raises is recorded with its error."""
+    context, rows = _Context(s), []
+    for group in GROUPS:
+        if group in s["skip"]:
+            continue
+        log(f"[{group}] ...")
+        start = time.perf_counter()
+        try:
+            done = MEASURES[group](context)
+        except Exception as exc:  # one failed measure (e.g. a missing dataset) must not lose the others
+            done = [failed(group, exc)]
+        for row in done:
+            row["detail"]["seconds"] = time.perf_counter() - start
+        log(f"[{group}] {time.perf_counter() - start:.1f} s: " + ", ".join(_row_text(r) for r in done))
+        rows += done
+    return rows
+
+
+def _rows(n: int) -> str:
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else f"{n:,}"
+
+
+def _row_text(row: dict) -> str:
+    if row["value"] is None:
+        return f"{row['name']} failed ({row['detail'].get('error')})"
+    return f"{row['name']} {_fmt(row['value'], row['unit'])}"
+
+
+# ----- output --------------------------------------------------------------------------------
+def _fmt(value: float, unit: str) -> str:
+    if unit == "x":
+        return f"{value:.3g}×" if value < 100 else f"{value:,.0f}×"
+    if unit == "%":
+        return f"{value:.1f} %"
+    if unit == "obs/s":
+        return f"{value:,.0f} /s"
+    if unit == "MB":
+        return f"{value:,.0f} MB"
+    return f"{value:.4g} {unit}".strip()
+
+
+def _fmt_goal(goal: dict[str, Any] | None, unit: str) -> str:
+    if not goal:
+        return "–"
+    return ("≥ " if goal["op"] == ">=" else "≤ ") + _fmt(goal["value"], unit)
+
+
+def machine_line(result: dict[str, Any]) -> str:
+    m, s = result["machine"], result["settings"]
+    commit = (m.get("commit") or "unknown")[:7]
+    load = m.get("load_average_start")
+    return (f"Machine: {m['cpu']}, {m['cores']} cores, device {m['device']}; torch {m['torch']} with "
+            f"{m['torch_threads']} thread(s), Python {m['python']}; commit {commit}, {m['date']}"
+            + (f"; load average at start {load:.2f}" if load is not None else "")
+            + f". Nets: d_model {s['d_model']}, n_layers {s['n_layers']}, d_state {s['d_state']}, "
+            f"n_heads {s['n_heads']}" + ("; **quick run** (smaller sizes)." if s.get("quick") else "."))
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The README table: measure | measured | goal | met, under a line describing the machine."""
+    lines = [machine_line(result), "", "| measure | measured | goal | met |", "|---|---|---|---|"]
+    for row in result["measures"]:
+        if row["value"] is None:
+            measured, met = f"error: {row['detail'].get('error', '?')}", "–"
+        else:
+            measured, met = _fmt(row["value"], row["unit"]), "yes" if row["met"] else "**no**"
+        lines.append(f"| {row['label']} | {measured} | {_fmt_goal(row['goal'], row['unit'])} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (Path, torch.device)):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def write_json(result: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write the result atomically: readers see the old file or the new one, never half of one."""
+    text = json.dumps(result, indent=2, default=_jsonable, allow_nan=True) + "\n"
+    atomic_write_bytes(path, text.encode())
+
+
+# ----- command line --------------------------------------------------------------------------
+def _int_list(text: str) -> list[int]:
+    return [int(t) for t in text.split(",") if t.strip()]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `tsessm bench speed` and pipelines/benchmark_speed.py."""
+    parser.add_argument("--quick", action="store_true", help="smaller sizes: a minute or two (recorded in the JSON)")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help=f"JSON result file (default {DEFAULT_OUT})")
+    parser.add_argument("--skip", action="append", default=[], choices=GROUPS, metavar="NAME",
+                        help=f"leave a measure out (repeatable): {', '.join(GROUPS)}")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto: CUDA when present)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--data-dir", default=None, help="folder with the benchmark files (default: searched)")
+    parser.add_argument("--seed", type=int, default=0)
+    g = parser.add_argument_group("nets (the same width and depth for the eSSM and the LSTM)")
+    g.add_argument("--d-model", type=int, default=128)
+    g.add_argument("--n-layers", type=int, default=2)
+    g.add_argument("--d-state", type=int, default=64)
+    g.add_argument("--n-heads", type=int, default=1)
+    g.add_argument("--param-heads", type=_int_list, default=[1, 8], help="head counts in the parameter detail")
+    g = parser.add_argument_group("sizes (default: the full run's, or --quick's)")
+    g.add_argument("--lengths", type=_int_list, default=None, help=f"training lookbacks (full {FULL['lengths']})")
+    g.add_argument("--epoch-steps", type=int, default=None, help="optimizer steps in a timed epoch")
+    g.add_argument("--train-repeats", type=int, default=None, help="timed epochs per model and length")
+    g.add_argument("--history-rows", type=int, default=None, help="the long history (full 100 000)")
+    g.add_argument("--repeats", type=int, default=None, help="timed update+predict calls per side")
+    g.add_argument("--n-series", type=int, default=None, help="series in the panel (full 10 000)")
+    g.add_argument("--panel-rounds", type=int, default=None)
+    g.add_argument("--backtest-repeats", type=int, default=None)
+    g.add_argument("--memory-steps", type=int, default=None, help="training steps in the peak-RSS child")
+    g.add_argument("--memory-horizon", type=int, default=96, help="horizon of the ETTm1 training (default 96)")
+    g.add_argument("--window", type=int, default=720, help="rows the windowed recompute reads (default 720)")
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The resolved settings of a run: sizes from --quick or the full table, overridden by flags."""
+    sizes = QUICK if args.quick else FULL
+    s = {k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in sizes.items()}
+    s.update({k: getattr(args, k) for k in ("quick", "d_model", "n_layers", "d_state", "n_heads", "param_heads",
+                                            "memory_horizon", "window", "seed", "data_dir")})
+    s["device"] = str(resolve_device(args.device))
+    s["skip"] = sorted(set(args.skip))
+    return s
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure everything not skipped, print the table, write the JSON. 0, or 1 if a measure failed."""
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    s = settings(args)
+    machine = describe(torch.device(s["device"]))
+    print(f"tsessm bench speed: {machine['cpu']}, {machine['torch_threads']} torch thread(s), "
+          f"device {machine['device']}, load average {machine['load_average_start'] or 0:.2f}; {'quick' if s['quick'] else 'full'} run", flush=True)
+    rows = run_measures(s, log=lambda text: print(text, flush=True))
+    machine["load_average_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    result = {"machine": machine, "settings": s, "measures": rows}
+    write_json(result, args.out)
+    print("\n" + markdown_table(result))
+    print(f"wrote {args.out}")
+    return 1 if any(r["value"] is None for r in rows) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="benchmark_speed", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
