@@ -241,6 +241,9 @@ def _run_cells(cells: list[Cell], config: dict[str, Any], results: ResultsFile, 
         else:
             todo.append((cell, params))
     for i, (cell, params) in enumerate(todo, 1):
+        if results.has(cell, params_key(params), cell.modes):  # finished meanwhile by another process
+            print(f"{cell.name}: done, skipped")
+            continue
         print(f"[{i}/{len(todo)}] {cell.name} ...", flush=True)
         start = time.perf_counter()
         rows = run_cell(cell, params, data_dir=args.data_dir, track=args.track, experiment=args.experiment)
