@@ -99,6 +99,10 @@ def test_grid_and_config_rules(tmp_path):
                                                       "epochs": 10, "verbose": 0}
     naive = accuracy.cell_params(accuracy.Cell("ETTh1", "S", 24, "naive"), loaded, 0)
     assert naive == {"horizon": 24, "random_state": 0, "lookback": 96}  # naive has no verbose
+    # --set wins over the file for its own parameters only; the file's overrides still apply
+    with_sets = accuracy._apply_sets(loaded, ["essm.epochs=3", "essm.order=1,0,0"])
+    assert accuracy.cell_params(long, with_sets, 0) == {"horizon": 720, "random_state": 0, "lookback": 336,
+                                                        "epochs": 3, "order": (1, 0, 0), "verbose": 0}
     config.write_text('[[overrides]]\ndataset = "ETTh1"\nparams = {}\n')
     with pytest.raises(ValueError, match="override #1 needs model"):
         accuracy.load_config(config)

@@ -172,19 +172,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _apply_sets(config: dict[str, Any], items: list[str]) -> dict[str, Any]:
-    models = {name: dict(values) for name, values in config.get("models", {}).items()}
+    """`--set MODEL.NAME=VALUE` items as a last override per model: they win over the file."""
+    sets: dict[str, dict[str, Any]] = {}
     for item in items:
         key, sep, value = item.partition("=")
         model, dot, name = key.partition(".")
         if not (sep and dot and model and name):
             raise ValueError(f"--set expects MODEL.NAME=VALUE, got {item!r}")
         parsed = tuple(jobs.parse_value(v) for v in value.split(",")) if "," in value else jobs.parse_value(value)
-        models.setdefault(model, {})[name] = parsed
-    # --set wins over the file's overrides too: it is appended as a last rule per model
-    rules = list(config.get("overrides", []))
-    rules += [{"model": m, "params": {k: v for k, v in models[m].items()}} for m in
-              {i.partition(".")[0] for i in items}]
-    return {"models": models, "overrides": rules}
+        sets.setdefault(model, {})[name] = parsed
+    rules = list(config.get("overrides", [])) + [{"model": m, "params": p} for m, p in sets.items()]
+    return {**config, "overrides": rules}
 
 
 def _available(dataset: str, data_dir: str | None) -> bool:
