@@ -123,6 +123,8 @@ def test_report_marks_every_cell_against_s4_and_our_baselines():
     assert "abcdef0" in losing and "NLinear's 0.080 / 0.226" in losing
     winning = render_markdown(_cells(0.1))
     assert "| **beats** | beats ARIMA, naive |" in winning and "**0.100 / 0.200**" in winning
+    assert "beats S4 in 0 of 1 rows" in losing and "beats every baseline run here in 0 of 1" in losing
+    assert "beats S4 in 1 of 1 rows" in winning and "beats every baseline run here in 1 of 1" in winning
 
 
 def test_bench_command_tracks_each_cell_in_mlflow(data_dir, tmp_path, monkeypatch, capsys):

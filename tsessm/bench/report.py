@@ -46,6 +46,8 @@ def render_markdown(table: pd.DataFrame) -> str:
     ]
     table = table.copy()
     table["horizon"] = table["horizon"].astype(int)
+    summary = len(lines)
+    tally = {"rows": 0, "s4_rows": 0, "beats_s4": 0, "beats_ours": 0}
     for (dataset, setting), part in table.groupby(["dataset", "setting"], sort=False):
         models = [m for m in ORDER if m in set(part["model"])]
         header = ["H", "S4"] + [f"{LABELS[m]}" for m in models]
@@ -69,12 +71,21 @@ def render_markdown(table: pd.DataFrame) -> str:
                 cells.append(_fmt(*one_pass[0]) if one_pass else "–")
                 essm = windowed.get("essm", (None,))[0]
                 others = {m: v[0] for m, v in windowed.items() if m != "essm"}
-                cells += list(_verdict(essm, others, ref))
+                vs_s4, vs_ours = _verdict(essm, others, ref)
+                cells += [vs_s4, vs_ours]
+                if essm is not None:
+                    tally["rows"] += 1
+                    tally["s4_rows"] += ref is not None
+                    tally["beats_s4"] += vs_s4 == "**beats**"
+                    tally["beats_ours"] += vs_ours.startswith("beats")
             lines.append("| " + " | ".join(cells) + " |")
         if (dataset, setting) == ("ETTh1", "S") and 720 in set(part["horizon"]):
             mse, mae = NLINEAR_ETTH1_S_720
             lines += ["", f"Stretch goal for ETTh1 S 720: NLinear's {_fmt(mse, mae)} "
                           "(lookback 336, the newer protocol)."]
+    if tally["rows"]:
+        lines.insert(summary, f"\nWindowed eSSM: beats S4 in {tally['beats_s4']} of {tally['s4_rows']} rows with an S4 "
+                              f"number; beats every baseline run here in {tally['beats_ours']} of {tally['rows']} rows.")
     return "\n".join(lines) + "\n"
 
 
