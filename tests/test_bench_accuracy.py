@@ -1,4 +1,6 @@
 """The accuracy benchmark on a small generated ECL file: cells, resume, reruns, report, tracking."""
+import os
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -68,7 +70,7 @@ def test_cells_resume_and_rerun_only_what_changed(data_dir, tmp_path, capsys):
     assert len(after) == 4
     assert '"epochs": 2' in after[after["model"] == "essm"]["params"].iloc[0]
     pd.testing.assert_frame_equal(after[after["model"] != "essm"].reset_index(drop=True),
-                                  table[table["model"] != "essm"].reset_index(drop=True))
+                                  table[table["model"] != "essm"].reset_index(drop=True), check_dtype=False)
 
 
 def test_missing_dataset_is_skipped_and_bad_arguments_are_errors(tmp_path, capsys):
@@ -141,3 +143,4 @@ def test_bench_command_tracks_each_cell_in_mlflow(data_dir, tmp_path, monkeypatc
         assert runs["metrics.windowed_mse"].iloc[0] == pytest.approx(table["mse"].iloc[0], rel=1e-5)
     finally:
         mlflow.set_tracking_uri(None)
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)  # set_experiment leaves it behind for later tests

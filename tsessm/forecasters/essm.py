@@ -22,7 +22,8 @@ class ESSMForecaster(NeuralForecaster):
         d_model, n_layers, d_state, n_heads, bidirectional, discretization, init, mixer: the net
             (see `tsessm.nn.ESSMNet`). A bidirectional model trains and backtests on windows but
             cannot stream. dt_min, dt_max: range of the initial step sizes (slowest and fastest
-            memory: a state forgets at about exp(-dt / 2) per step).
+            memory: a state forgets at about exp(-dt / 2) per step, so dt_min=0.01 remembers
+            ~200 steps, about what the 2 * lookback training windows show).
         dropout, lr, epochs, batch_size, patience: training; AdamW with warm-up and cosine decay,
             early stopping after `patience` epochs without validation improvement.
         steps_per_epoch: optimizer steps per epoch; None = a quarter of the distinct windows
@@ -50,7 +51,7 @@ class ESSMForecaster(NeuralForecaster):
         discretization: str = "zoh",
         init: str = "s4d-lin",
         mixer: str = "linear",
-        dt_min: float = 1e-3,
+        dt_min: float = 1e-2,
         dt_max: float = 1e-1,
         dropout: float = 0.1,
         lr: float = 1e-3,
@@ -60,7 +61,7 @@ class ESSMForecaster(NeuralForecaster):
         patience: int = 3,
         validation_fraction: float = 0.1,
         relative: bool = True,
-        difference: bool = False,
+        difference: bool = True,
         missing: str = "error",
         device: str = "auto",
         verbose: int = 1,

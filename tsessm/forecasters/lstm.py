@@ -48,7 +48,7 @@ class LSTMForecaster(NeuralForecaster):
         patience: int = 3,
         validation_fraction: float = 0.1,
         relative: bool = True,
-        difference: bool = False,
+        difference: bool = True,
         missing: str = "error",
         device: str = "auto",
         verbose: int = 1,
