@@ -48,7 +48,8 @@ def render_markdown(table: pd.DataFrame) -> str:
     table["horizon"] = table["horizon"].astype(int)
     summary = len(lines)
     tally = {"rows": 0, "s4_rows": 0, "beats_s4": 0, "beats_ours": 0}
-    for (dataset, setting), part in table.groupby(["dataset", "setting"], sort=False):
+    groups = sorted(table.groupby(["dataset", "setting"]), key=lambda g: (g[0][0], g[0][1] != "S"))  # S, then M
+    for (dataset, setting), part in groups:
         models = [m for m in ORDER if m in set(part["model"])]
         header = ["H", "S4"] + [f"{LABELS[m]}" for m in models]
         if "essm" in models:
