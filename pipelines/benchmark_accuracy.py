@@ -7,7 +7,7 @@
 
 The same as `tsessm bench accuracy ...`. Results: pipelines/results/accuracy.csv (one row per
 cell and backtest mode), accuracy.md (the table next to S4's numbers), accuracy_<dataset>.png.
-Model parameters per cell: pipelines/accuracy.toml.
+Model parameters per cell: tsessm/bench/accuracy.toml.
 """
 from __future__ import annotations
 

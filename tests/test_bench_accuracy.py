@@ -102,9 +102,14 @@ def test_grid_and_config_rules(tmp_path):
     naive = accuracy.cell_params(accuracy.Cell("ETTh1", "S", 24, "naive"), loaded, 0)
     assert naive == {"horizon": 24, "random_state": 0, "lookback": 96}  # naive has no verbose
     # --set wins over the file for its own parameters only; the file's overrides still apply
-    with_sets = accuracy._apply_sets(loaded, ["essm.epochs=3", "essm.order=1,0,0"])
+    with_sets = accuracy._apply_sets(loaded, ["essm.epochs=3", "essm.dt_min=0.02", "arima.order=1,0,0"])
     assert accuracy.cell_params(long, with_sets, 0) == {"horizon": 720, "random_state": 0, "lookback": 336,
-                                                        "epochs": 3, "order": (1, 0, 0), "verbose": 0}
+                                                        "epochs": 3, "dt_min": 0.02, "verbose": 0}
+    assert accuracy.cell_params(accuracy.Cell("ETTh1", "S", 24, "arima"), with_sets, 0)["order"] == (1, 0, 0)
+    accuracy.check_config(with_sets)
+    for typo, word in ((["esm.epochs=2"], "esm"), (["essm.epoch=2"], "epoch")):
+        with pytest.raises(ValueError, match=word):
+            accuracy.check_config(accuracy._apply_sets(loaded, typo))
     config.write_text('[[overrides]]\ndataset = "ETTh1"\nparams = {}\n')
     with pytest.raises(ValueError, match="override #1 needs model"):
         accuracy.load_config(config)

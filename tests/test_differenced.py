@@ -58,3 +58,21 @@ def test_relative_differenced_forecast_moves_with_the_level(cls):
         np.testing.assert_allclose(moved - base, 40.0, atol=1e-3)
     with pytest.raises(TypeError, match="difference"):
         cls(difference="yes").fit(y)
+
+
+def test_model_files_from_before_difference_load_as_level_models(tmp_path):
+    """A file written before `difference` existed holds a level-input net; the new default must not apply."""
+    import pickle
+
+    t = np.arange(200)
+    y = pd.DataFrame({"y": np.sin(t / 5)}, index=pd.date_range("2024-01-01", periods=200, freq="h"))
+    model = ESSMForecaster(horizon=4, lookback=16, d_model=8, n_layers=1, epochs=1, steps_per_epoch=2, verbose=0,
+                           random_state=0, difference=False).fit(y)
+    path = tmp_path / "old.pkl"
+    model.save(path)
+    payload = pickle.loads(path.read_bytes())
+    del payload["params"]["difference"]  # what an older version wrote
+    path.write_bytes(pickle.dumps(payload))
+    loaded = ESSMForecaster.load(path)
+    assert loaded.difference is False
+    np.testing.assert_allclose(loaded.predict().to_numpy(), model.predict().to_numpy(), rtol=0, atol=0)

@@ -3,8 +3,10 @@
 Every cell trains one model on the train split (validation split for early stopping), backtests
 it on the test split -- windowed (every origin sees `lookback` rows, the protocol S4 reports) and,
 for the eSSM, one-pass (the streaming state over the whole history) -- and appends its metrics
-to a CSV. A cell already in the CSV with the same parameters is skipped, so an interrupted run
-resumes where it stopped; changing a cell's parameters reruns it. Each cell is an MLflow run.
+to a CSV. A cell already in the CSV with the same parameters (those the config and --set name)
+is skipped, so an interrupted run resumes where it stopped; changing one of them reruns the
+cell. Several processes may share the CSV; give them different cells (e.g. other datasets):
+a cell two of them start at once is computed twice. Each cell is an MLflow run.
 
     tsessm bench accuracy --quick                      # a few-minute subset (ETTh1, S)
     tsessm bench accuracy --datasets ETTh1,ETTh2 --settings S --horizons 720
@@ -23,7 +25,6 @@ from typing import Any
 
 from tsessm import datasets, jobs
 from tsessm.backtest import backtest
-from tsessm.bench.report import render_markdown, plot_dataset
 from tsessm.bench.results import ResultsFile, params_key
 from tsessm.tracking import NullTracker, git_commit, start_run
 
@@ -33,7 +34,7 @@ MODELS = ("essm", "lstm", "arima", "naive")
 # The one-pass (streaming) backtest is reported for the model that streams; the rest are windowed.
 ONE_PASS_MODELS = ("essm",)
 QUICK = {"datasets": ("ETTh1",), "settings": ("S",), "horizons": (24, 48), "models": MODELS}
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "pipelines" / "accuracy.toml"
+DEFAULT_CONFIG = Path(__file__).resolve().with_name("accuracy.toml")  # shipped with the package
 DEFAULT_RESULTS = Path("pipelines") / "results" / "accuracy.csv"
 EXPERIMENT = "tsessm-bench-accuracy"
 
@@ -85,6 +86,20 @@ def load_config(path: str | Path) -> dict[str, Any]:
             raise ValueError(f"{path}: override #{i + 1} needs model and params (and may name dataset, "
                              f"setting, horizon, why); it has {sorted(rule)}")
     return config
+
+
+def check_config(config: dict[str, Any]) -> None:
+    """Every model and parameter the config (and --set) names exists: a typo fails now, not hours in."""
+    named = [(m, p) for m, p in config.get("models", {}).items()]
+    named += [(rule["model"], rule["params"]) for rule in config.get("overrides", [])]
+    for model, params in named:
+        models = model if isinstance(model, list) else [model]
+        for m in models:
+            if m not in jobs.MODELS:
+                raise ValueError(f"the config names an unknown model {m!r}; models are {', '.join(jobs.MODELS)}")
+            unknown = sorted(set(params) - set(jobs.model_class(m)().get_params()) - {"lookback"})
+            if unknown:
+                raise ValueError(f"model {m!r} has no parameter(s) {', '.join(unknown)} (named in the config or --set)")
 
 
 def _matches(rule: dict[str, Any], cell: Cell) -> bool:
@@ -158,10 +173,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", help=f"comma-separated (default {','.join(MODELS)})")
     p.add_argument("--quick", action="store_true",
                    help="a subset that finishes in minutes: ETTh1, S, horizons 24 and 48, every model")
-    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="model parameters per cell (TOML)")
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="model parameters per cell (TOML; default: the "
+                   "choices behind the published results, tsessm/bench/accuracy.toml)")
     p.add_argument("--set", action="append", default=[], metavar="MODEL.NAME=VALUE",
                    help="override a parameter for every cell of MODEL, e.g. --set essm.epochs=2")
-    p.add_argument("--results", default=str(DEFAULT_RESULTS), help="the results CSV (read to resume, then extended)")
+    p.add_argument("--results", default=str(DEFAULT_RESULTS),
+                   help="the results CSV, read to resume, then extended (default %(default)s, from the current folder)")
     p.add_argument("--report-dir", help="where the markdown table and the plots go (default: next to --results)")
     p.add_argument("--report-only", action="store_true", help="only render the table and plots from --results")
     p.add_argument("--data-dir", help="folder with the dataset files (e.g. a user-supplied ECL.csv)")
@@ -208,6 +225,7 @@ def run(args: argparse.Namespace) -> int:
         for m in models:
             jobs.model_class(m)  # an unknown model fails before any cell runs
         config = _apply_sets(load_config(args.config), args.set)
+        check_config(config)
         present = []
         for d in chosen_datasets:
             if _available(d, args.data_dir):
@@ -220,6 +238,8 @@ def run(args: argparse.Namespace) -> int:
     if table.empty:
         print(f"no results in {args.results} yet")
         return 0
+    from tsessm.bench.report import plot_dataset, render_markdown  # matplotlib: only when reporting
+
     report_dir.mkdir(parents=True, exist_ok=True)
     markdown = render_markdown(table)
     (report_dir / "accuracy.md").write_text(markdown)

@@ -1,4 +1,4 @@
-"""Published reference numbers the accuracy benchmark is compared with (PROTOCOL.md).
+"""Published reference numbers the accuracy benchmark is compared with.
 
 MSE / MAE on values scaled by the train split's standard scaler, Informer protocol.
 S4: Gu et al., "Efficiently Modeling Long Sequences with Structured State Spaces" (ICLR 2022),
@@ -28,7 +28,7 @@ S4: dict[tuple[str, str], dict[int, tuple[float, float]]] = {
                    960: (0.299, 0.387)},
 }
 
-# Stretch goal from PROTOCOL.md: NLinear, ETTh1 univariate H=720 (lookback 336, a different protocol).
+# Stretch goal: NLinear, ETTh1 univariate H=720 (lookback 336, the newer protocol of horizons 96..720).
 NLINEAR_ETTH1_S_720 = (0.080, 0.226)
 
 

@@ -28,8 +28,9 @@ def _verdict(essm: float | None, others: dict[str, float], ref: tuple[float, flo
         vs_s4 = "no S4 number"
     else:
         vs_s4 = "**beats**" if essm < ref[0] else f"no ({essm:.3f} > {ref[0]:.3f})"
-    losses = [LABELS[m] for m, v in others.items() if v <= essm]
-    vs_ours = ("beats " + ", ".join(LABELS[m] for m in others)) if others and not losses else (
+    ordered = [m for m in ORDER if m in others]  # the table's column order
+    losses = [LABELS[m] for m in ordered if others[m] <= essm]
+    vs_ours = ("beats " + ", ".join(LABELS[m] for m in ordered)) if others and not losses else (
         f"loses to {', '.join(losses)}" if losses else "no baselines run")
     return vs_s4, vs_ours
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
 from filelock import FileLock
+
+from tsessm.forecasters.base import atomic_write_bytes
 
 KEY = ["dataset", "setting", "horizon", "model"]
 
@@ -29,7 +30,7 @@ class ResultsFile:
     def read(self) -> pd.DataFrame:
         if not self.path.exists():
             return pd.DataFrame(columns=KEY + ["mode", "mse", "mae", "params_key"])
-        return pd.read_csv(self.path, dtype={"params_key": str, "mlflow_run_id": str})
+        return pd.read_csv(self.path, dtype={"params_key": str, "mlflow_run_id": str, "commit": str})
 
     def has(self, cell: Any, key: str, modes: Iterable[str]) -> bool:
         """Whether every mode of `cell` is in the file with parameters fingerprinted `key`."""
@@ -54,14 +55,7 @@ class ResultsFile:
         new = pd.DataFrame(rows)
         out = new if kept.empty else pd.concat([kept, new], ignore_index=True)
         out = out.sort_values(KEY + ["mode"], kind="stable").reset_index(drop=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", newline="") as f:
-                out.to_csv(f, index=False, float_format="%.6g")
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(self.path, out.to_csv(index=False, float_format="%.6g").encode())
 
     @staticmethod
     def _mask(table: pd.DataFrame, cell: Any) -> pd.Series:

@@ -38,6 +38,7 @@ from tsessm.forecasters.essm import ESSMForecaster
 from tsessm.forecasters.neural import resolve_device
 
 DEFAULT_OUT = Path("pipelines") / "results" / "speed.json"
+QUICK_OUT = Path("pipelines") / "results" / "speed_quick.json"  # a quick run never replaces the full record
 GROUPS = ("train", "params", "history", "recompute", "panel", "backtest", "arima", "memory")
 # Sizes of the full run and of --quick; a flag given on the command line overrides either.
 FULL = {"lengths": [96, 336, 720], "epoch_steps": 20, "train_repeats": 3, "history_rows": 100_000,
@@ -234,7 +235,8 @@ def _int_list(text: str) -> list[int]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `tsessm bench speed` and pipelines/benchmark_speed.py."""
     parser.add_argument("--quick", action="store_true", help="smaller sizes: a minute or two (recorded in the JSON)")
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help=f"JSON result file (default {DEFAULT_OUT})")
+    parser.add_argument("--out", default=None,
+                        help=f"JSON result file (default {DEFAULT_OUT}, or {QUICK_OUT} with --quick)")
     parser.add_argument("--skip", action="append", default=[], choices=GROUPS, metavar="NAME",
                         help=f"leave a measure out (repeatable): {', '.join(GROUPS)}")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto: CUDA when present)")
@@ -284,9 +286,10 @@ def run(args: argparse.Namespace) -> int:
     rows = run_measures(s, log=lambda text: print(text, flush=True))
     machine["load_average_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     result = {"machine": machine, "settings": s, "measures": rows}
-    write_json(result, args.out)
+    out = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
+    write_json(result, out)
     print("\n" + markdown_table(result))
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
     return 1 if any(r["value"] is None for r in rows) else 0
 
 
@@ -294,7 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmark_speed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError) as exc:
+        parser.exit(2, f"benchmark_speed: error: {exc}\n")
 
 
 if __name__ == "__main__":

@@ -205,9 +205,18 @@ class BaseForecaster(BaseEstimator):
         if cls is not BaseForecaster and saved != cls.__name__:
             raise TypeError(f"{path} holds a {saved}, not a {cls.__name__}")
         target_cls = cls if cls is not BaseForecaster else _class_by_path(payload["class"])
-        model = target_cls(**{**payload["params"], **overrides})
+        model = target_cls(**{**target_cls._saved_defaults(payload["params"]), **overrides})
         model._set_fitted_state(payload["state"])
         return model
+
+    # Parameters added after model files were first written, with the value that reproduces the
+    # model such a file holds (a changed default must not change an old file's model).
+    _LEGACY_DEFAULTS: dict[str, Any] = {}
+
+    @classmethod
+    def _saved_defaults(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """A saved file's parameters, with the legacy value of any parameter it predates."""
+        return {**cls._LEGACY_DEFAULTS, **params}
 
     # ----- backtest hooks ----------------------------------------------------------------
     def _forecast_windows(self, values: np.ndarray, origins: np.ndarray, lookback: int) -> np.ndarray:

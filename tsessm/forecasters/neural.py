@@ -45,6 +45,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
 class NeuralForecaster(BaseForecaster):
     """Trainer, scaler and recurrent state for causal sequence-to-forecast nets."""
 
+    _LEGACY_DEFAULTS = {"difference": False}  # files from before `difference` hold level-input nets
+
     # ----- what subclasses provide -------------------------------------------------------
     def _build_net(self, n_in: int, n_out: int) -> nn.Module:
         raise NotImplementedError

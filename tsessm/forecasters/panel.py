@@ -275,7 +275,7 @@ class PanelForecaster(BaseEstimator):
     @classmethod
     def _from_payload(cls, payload: dict) -> "PanelForecaster":
         inner = pickle.loads(payload["model"])
-        model = inner["cls"](**inner["params"])
+        model = inner["cls"](**inner["cls"]._saved_defaults(inner["params"]))
         model._set_fitted_state(inner["state"])
         panel = cls(clone(model), **payload["params"])
         panel.__dict__.update(payload["state"])
