@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import tomllib
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from typing import Any
 from tsessm import datasets, jobs
 from tsessm.backtest import backtest
 from tsessm.bench.results import ResultsFile, params_key
-from tsessm.tracking import NullTracker, git_commit, start_run
+from tsessm.tracking import git_commit, start_run
 
 DATASETS = ("ETTh1", "ETTh2", "ETTm1", "WTH", "ECL")
 SETTINGS = ("S", "M")
@@ -271,12 +272,7 @@ def _run_cells(cells: list[Cell], config: dict[str, Any], results: ResultsFile, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tsessm bench accuracy", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError) as exc:
-        parser.exit(2, f"tsessm bench accuracy: error: {exc}\n")
+    from tsessm.bench.command import suite_main
+
+    return suite_main(sys.modules[__name__], "benchmark_accuracy", argv)
 

@@ -18,6 +18,18 @@ def add_bench_parser(subparsers: Any) -> None:
         module.add_arguments(sp)
 
 
+def suite_main(module: Any, prog: str, argv: list[str] | None = None) -> int:
+    """A suite run as a script: its own parser; bad input is one line on stderr and exit 2."""
+    parser = argparse.ArgumentParser(prog=prog, description=module.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    module.add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return module.run(args)
+    except (ValueError, FileNotFoundError) as exc:
+        parser.exit(2, f"{prog}: error: {exc}\n")
+
+
 def run_bench_command(args: argparse.Namespace) -> int:
     from tsessm.bench import accuracy, speed
 

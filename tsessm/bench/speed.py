@@ -294,14 +294,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="benchmark_speed", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError) as exc:
-        parser.exit(2, f"benchmark_speed: error: {exc}\n")
+    from tsessm.bench.command import suite_main
+
+    return suite_main(sys.modules[__name__], "benchmark_speed", argv)
 
 
 if __name__ == "__main__":
