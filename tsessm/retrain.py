@@ -943,10 +943,9 @@ def run_retrain_command(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m tsessm.retrain --config retrain.toml` (what `tsessm retrain` runs)."""
-    parser = argparse.ArgumentParser(prog="tsessm retrain", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_arguments(parser)
-    return run_retrain_command(parser.parse_args(argv))
+    from tsessm.cli import run_script
+
+    return run_script("tsessm retrain", __doc__, _add_arguments, run_retrain_command, argv)
 
 
 if __name__ == "__main__":

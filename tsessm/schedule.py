@@ -310,10 +310,9 @@ def run_schedule_command(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m tsessm.schedule --cron ... --config ...` (what `tsessm schedule` runs)."""
-    parser = argparse.ArgumentParser(prog="tsessm schedule", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_arguments(parser)
-    return run_schedule_command(parser.parse_args(argv))
+    from tsessm.cli import run_script
+
+    return run_script("tsessm schedule", __doc__, _add_arguments, run_schedule_command, argv)
 
 
 if __name__ == "__main__":

@@ -20,14 +20,10 @@ def add_bench_parser(subparsers: Any) -> None:
 
 def suite_main(module: Any, prog: str, argv: list[str] | None = None) -> int:
     """A suite run as a script: its own parser; bad input is one line on stderr and exit 2."""
-    parser = argparse.ArgumentParser(prog=prog, description=module.__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    module.add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return module.run(args)
-    except (ValueError, FileNotFoundError) as exc:
-        parser.exit(2, f"{prog}: error: {exc}\n")
+    from tsessm.cli import run_script
+
+    return run_script(prog, module.__doc__, module.add_arguments, module.run, argv,
+                      errors=(ValueError, FileNotFoundError))
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
