@@ -124,6 +124,22 @@ class MLflowTracker(NullTracker):
                          input_example=input_example)
 
 
+def _sqlite_setup_lock(uri: str) -> contextlib.AbstractContextManager:
+    """A lock beside a local sqlite store, held while the store and the experiment are created.
+
+    Two processes that open a fresh `mlruns.db` at once (e.g. the accuracy grid run as two
+    processes) otherwise both create the schema and one fails in its migration, or both create
+    the experiment and one gets RESOURCE_ALREADY_EXISTS. Other stores need no lock.
+    """
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or ":memory:" in uri:
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    db_path = Path(uri[len(prefix):].split("?", 1)[0])
+    return FileLock(str(db_path) + ".lock", timeout=300)
+
+
 @contextlib.contextmanager
 def start_run(enabled: bool = True, experiment: str = DEFAULT_EXPERIMENT, run_name: str | None = None,
               nested: bool = False) -> Iterator[NullTracker]:
@@ -136,11 +152,12 @@ def start_run(enabled: bool = True, experiment: str = DEFAULT_EXPERIMENT, run_na
     mlflow.set_tracking_uri(tracking_uri())
     # Under `mlflow run`, MLFLOW_RUN_ID names the run (and its experiment) to log into.
     if not os.environ.get("MLFLOW_RUN_ID") or nested:
-        if mlflow.get_experiment_by_name(experiment) is None:
-            location = None
-            if tracking_uri().startswith("sqlite:"):
-                location = Path("mlartifacts").resolve().as_uri()
-            mlflow.create_experiment(experiment, artifact_location=location)
+        with _sqlite_setup_lock(tracking_uri()):
+            if mlflow.get_experiment_by_name(experiment) is None:
+                location = None
+                if tracking_uri().startswith("sqlite:"):
+                    location = Path("mlartifacts").resolve().as_uri()
+                mlflow.create_experiment(experiment, artifact_location=location)
         mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=run_name, nested=nested) as run:
         tracker = MLflowTracker(mlflow, run)
