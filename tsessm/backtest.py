@@ -86,7 +86,7 @@ def backtest(
     if mode == "windowed":
         forecasts = model._forecast_windows(values, origins, lookback)
     else:
-        forecasts = model._forecast_stream(values)[origins]
+        forecasts = model._forecast_stream(values, origins)
     idx = [model.columns_.index(t) for t in model.target_columns_]
     targets = values[:, idx]
     actuals = np.lib.stride_tricks.sliding_window_view(targets[1:], H, axis=0)[origins].transpose(0, 2, 1)

@@ -323,11 +323,12 @@ class ARIMAForecaster(BaseForecaster):
         self.fits_, self.observed_, self.since_refit_ = fits, history, since
 
     # ----- backtests ---------------------------------------------------------------------
-    def _forecast_stream(self, values: np.ndarray) -> np.ndarray:
-        out = np.empty((len(values), self.horizon, len(self.fits_)))
+    def _forecast_stream(self, values: np.ndarray, origins: np.ndarray | None = None) -> np.ndarray:
+        origins = np.arange(len(values)) if origins is None else np.asarray(origins)
+        out = np.empty((len(origins), self.horizon, len(self.fits_)))
         for j, fit in enumerate(self.fits_):
             W, g = fit.horizon_maps(self.horizon)
-            out[:, :, j] = fit.predicted_states(values[:, self.target_idx_[j]]) @ W.T + g
+            out[:, :, j] = fit.predicted_states(values[:, self.target_idx_[j]])[origins] @ W.T + g
         return out
 
     def _forecast_windows(self, values: np.ndarray, origins: np.ndarray, lookback: int) -> np.ndarray:

@@ -223,8 +223,9 @@ class BaseForecaster(BaseEstimator):
         """Forecast at each origin t from rows [t-lookback+1, t] only: (N, horizon, n_targets)."""
         raise NotImplementedError(f"{type(self).__name__} has no windowed backtest")
 
-    def _forecast_stream(self, values: np.ndarray) -> np.ndarray:
-        """Forecast at every row of `values` in one pass from the start of `values`: (T, horizon, k)."""
+    def _forecast_stream(self, values: np.ndarray, origins: np.ndarray | None = None) -> np.ndarray:
+        """Forecasts at rows `origins` (default: every row) of one pass from the start of `values`:
+        (len(origins), horizon, k)."""
         raise NotImplementedError(f"{type(self).__name__} has no one-pass backtest")
 
 

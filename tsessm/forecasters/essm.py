@@ -125,7 +125,7 @@ class ESSMForecaster(NeuralForecaster):
             )
         super()._update(values)
 
-    def _forecast_stream(self, values):
+    def _forecast_stream(self, values, origins=None):
         if self.bidirectional:
             raise StreamingNotSupported("a bidirectional eSSM has no one-pass causal backtest")
-        return super()._forecast_stream(values)
+        return super()._forecast_stream(values, origins)

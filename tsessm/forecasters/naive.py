@@ -43,12 +43,13 @@ class NaiveForecaster(BaseForecaster):
     def _predict(self) -> np.ndarray:
         return self.tail_[len(self.tail_) - 1 - self._lags()]
 
-    def _forecast_stream(self, values: np.ndarray) -> np.ndarray:
+    def _forecast_stream(self, values: np.ndarray, origins: np.ndarray | None = None) -> np.ndarray:
         ys = values[:, self.target_idx_]
-        rows = np.arange(len(ys))[:, None] - self._lags()[None]  # (T, H); negative = not yet seen
+        origins = np.arange(len(ys)) if origins is None else np.asarray(origins)
+        rows = origins[:, None] - self._lags()[None]  # (N, H); negative = not yet seen
         return ys[np.clip(rows, 0, None)]
 
     def _forecast_windows(self, values: np.ndarray, origins: np.ndarray, lookback: int) -> np.ndarray:
         if lookback < self.season_length:
             raise ValueError(f"lookback={lookback} is shorter than season_length={self.season_length}")
-        return self._forecast_stream(values)[origins]
+        return self._forecast_stream(values, origins)

@@ -27,6 +27,9 @@ from tsessm.nn.differenced import Differenced
 
 # Chunks shorter than this are absorbed step by step; longer ones by one prefill (same state).
 PREFILL_MIN_ROWS = 16
+# Backtests and validation make forecasts in pieces of at most this many values (rows x horizon x
+# targets, ~128 MB as float32), so a long horizon on a long multivariate series fits in memory.
+FORECAST_CHUNK_VALUES = 32_000_000
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -218,16 +221,50 @@ class NeuralForecaster(BaseForecaster):
             begin = int(offsets_of[offsets_of <= start].max())  # the series' first row
             if self._sees_future:  # windowed: each validation origin sees its lookback rows only
                 origins = torch.arange(max(start, begin + self.lookback - 1), stop, device=self.device_)
-                rows = origins[:, None] + torch.arange(-self.lookback + 1, 1, device=self.device_)
-                pred = self._run(x_all[rows])[:, -1]
+                pred = self._window_forecasts(x_all, origins, self.lookback)
                 target = future[origins]
-                total += nn.functional.mse_loss(pred, target, reduction="sum").item()
-                count += pred.numel()
-                continue
-            pred = self._run(x_all[None, begin:stop])[0, start - begin :]
-            total += nn.functional.mse_loss(pred, future[start:stop], reduction="sum").item()
+            else:
+                pred = self._stream_forecasts(x_all[begin:stop], torch.arange(start - begin, stop - begin))
+                target = future[start:stop]
+            total += nn.functional.mse_loss(pred, target, reduction="sum").item()
             count += pred.numel()
         return total / count
+
+    def _rows_per_chunk(self, rows_per_forecast: int) -> int:
+        """How many forecasts of `rows_per_forecast` net positions each fit in FORECAST_CHUNK_VALUES."""
+        return max(1, FORECAST_CHUNK_VALUES // (rows_per_forecast * self.horizon * len(self.target_idx_)))
+
+    @torch.no_grad()
+    def _window_forecasts(self, x: Tensor, origins: Tensor, lookback: int) -> Tensor:
+        """Scaled forecasts at `origins`, each from rows [t - lookback + 1, t] of x (T, C) only: (N, H, k)."""
+        offsets = torch.arange(-lookback + 1, 1, device=x.device)
+        origins = torch.as_tensor(origins, device=x.device)
+        if len(origins) == 0:
+            return x.new_zeros((0, self.horizon, len(self.target_idx_)))
+        # The net forecasts at every window position; only the last is kept, so chunk by windows.
+        return torch.cat([self._run(x[batch[:, None] + offsets])[:, -1]
+                          for batch in origins.split(self._rows_per_chunk(lookback))])
+
+    @torch.no_grad()
+    def _stream_forecasts(self, x: Tensor, rows: Tensor | np.ndarray) -> Tensor:
+        """Scaled forecasts at `rows` of one pass over x (T, C) from the zero state: (N, H, k).
+
+        The pass goes chunk by chunk through `prefill`, carrying the state (the same function as
+        one forward over x), so memory holds one chunk's forecasts, never T x H x k of them.
+        """
+        wanted, back = torch.unique(torch.as_tensor(rows, device=x.device), return_inverse=True)
+        if len(wanted) == 0:
+            return x.new_zeros((0, self.horizon, len(self.target_idx_)))
+        if wanted[0] < 0 or wanted[-1] >= len(x):
+            raise ValueError(f"forecast rows must lie in [0, {len(x)}), got {int(wanted[0])}..{int(wanted[-1])}")
+        step = self._rows_per_chunk(1)
+        state, picked = None, []
+        for start in range(0, int(wanted[-1]) + 1, step):
+            xs = x[start : start + step]
+            out, state = self.net_.prefill(xs[None], state)
+            inside = wanted[(wanted >= start) & (wanted < start + len(xs))] - start
+            picked.append(self._anchor(out[0, inside], xs[inside]))
+        return torch.cat(picked)[back]
 
     # ----- streaming state ---------------------------------------------------------------
     @torch.no_grad()
@@ -260,18 +297,14 @@ class NeuralForecaster(BaseForecaster):
         return self._unscale_targets(self.last_out_)
 
     # ----- backtests ---------------------------------------------------------------------
-    @torch.no_grad()
     def _forecast_windows(self, values: np.ndarray, origins: np.ndarray, lookback: int) -> np.ndarray:
-        xs = self._tensor(self._scale(values))
-        offsets = torch.arange(-lookback + 1, 1, device=self.device_)
-        chunks = []
-        for batch in torch.as_tensor(origins, device=self.device_).split(256):
-            chunks.append(self._run(xs[batch[:, None] + offsets])[:, -1].cpu().numpy())
-        return self._unscale_targets(np.concatenate(chunks))
+        forecasts = self._window_forecasts(self._tensor(self._scale(values)), origins, lookback)
+        return self._unscale_targets(forecasts.cpu().numpy())
 
-    @torch.no_grad()
-    def _forecast_stream(self, values: np.ndarray) -> np.ndarray:
-        return self._unscale_targets(self._run(self._tensor(self._scale(values))[None])[0].cpu().numpy())
+    def _forecast_stream(self, values: np.ndarray, origins: np.ndarray | None = None) -> np.ndarray:
+        rows = np.arange(len(values)) if origins is None else origins
+        forecasts = self._stream_forecasts(self._tensor(self._scale(values)), rows)
+        return self._unscale_targets(forecasts.cpu().numpy())
 
     # ----- persistence -------------------------------------------------------------------
     def _get_fitted_state(self) -> dict:
