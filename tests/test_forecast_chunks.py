@@ -5,6 +5,8 @@ A long horizon on a long multivariate series would otherwise hold T x H x k fore
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -72,6 +74,23 @@ def test_windowed_pieces_match_one_batch(fitted, monkeypatch):
         one_batch = model._unscale_targets(model._run(windows)[:, -1].numpy())
     monkeypatch.setattr(neural, "FORECAST_CHUNK_VALUES", LOOKBACK * H * 2 * 3)  # 3 windows a piece
     np.testing.assert_allclose(model._forecast_windows(values, origins, LOOKBACK), one_batch, atol=1e-5, rtol=0)
+
+
+def test_windowed_pieces_are_freed_as_they_go(fitted, monkeypatch):
+    """Each piece's (batch, lookback, H, k) forecasts are gone before the next piece is made."""
+    model, values = fitted
+    monkeypatch.setattr(neural, "FORECAST_CHUNK_VALUES", LOOKBACK * H * 2 * 3)
+    made, alive_before_each = [], []
+    real = model._run
+
+    def run(x, net=None):
+        alive_before_each.append(sum(ref() is not None for ref in made))
+        out = real(x, net)
+        made.append(weakref.ref(out))
+        return out
+    monkeypatch.setattr(model, "_run", run)
+    model._forecast_windows(values, np.arange(LOOKBACK - 1, T - H), LOOKBACK)
+    assert len(made) > 3 and alive_before_each == [0] * len(made)
 
 
 def test_validation_loss_does_not_depend_on_the_pieces(monkeypatch):

@@ -241,8 +241,9 @@ class NeuralForecaster(BaseForecaster):
         origins = torch.as_tensor(origins, device=x.device)
         if len(origins) == 0:
             return x.new_zeros((0, self.horizon, len(self.target_idx_)))
-        # The net forecasts at every window position; only the last is kept, so chunk by windows.
-        return torch.cat([self._run(x[batch[:, None] + offsets])[:, -1]
+        # The net forecasts at every window position; only the last is kept (a copy: a view would
+        # keep each chunk's (batch, lookback, H, k) forecasts alive), so chunk by windows.
+        return torch.cat([self._run(x[batch[:, None] + offsets])[:, -1].clone()
                           for batch in origins.split(self._rows_per_chunk(lookback))])
 
     @torch.no_grad()
