@@ -142,13 +142,15 @@ class NeuralForecaster(BaseForecaster):
             self.history_ = self._train(segments)
         self.net_.eval()
 
-    def _future_targets(self, xs: np.ndarray) -> np.ndarray:
-        """F[t] = targets at t+1..t+H: (T, H, k); the last H rows, which have none, are zero."""
-        ys = xs[:, self.target_idx_]
-        windows = np.lib.stride_tricks.sliding_window_view(ys[1:], self.horizon, axis=0)  # (T-H, k, H)
-        future = np.zeros((len(xs), self.horizon, ys.shape[1]), dtype=xs.dtype)
-        future[: len(windows)] = windows.transpose(0, 2, 1)
-        return future
+    def _targets_after(self, x_all: Tensor, rows: Tensor) -> Tensor:
+        """The targets at rows t+1..t+H for every row t in `rows` (any shape): (*rows.shape, H, k).
+
+        Gathered per batch from the scaled rows instead of one (T, H, k) table, which would take
+        T x H x k values (2.6 GB as float64 for ETTm1 M at H=672) before training starts. Callers
+        only ask for rows whose next H rows lie in the same series.
+        """
+        steps = torch.arange(1, self.horizon + 1, device=x_all.device)
+        return x_all[rows[..., None] + steps][..., self.target_idx_]
 
     def _train(self, segments: list[tuple[np.ndarray, int]]) -> list[dict]:
         H = self.horizon
@@ -157,7 +159,6 @@ class NeuralForecaster(BaseForecaster):
         if self._sees_future:  # position t would read its own targets: learn from the last one only
             window, burn_in = self.lookback, self.lookback - 1
         x_all = self._tensor(np.concatenate([xs for xs, _ in segments]))
-        future = self._tensor(np.concatenate([self._future_targets(xs) for xs, _ in segments]))
         # Valid window starts: the window and its targets stay inside one series' train rows.
         offsets_of = np.cumsum([0] + [len(xs) for xs, _ in segments])
         valid = self._tensor(np.concatenate(
@@ -184,7 +185,7 @@ class NeuralForecaster(BaseForecaster):
             for batch in starts.split(self.batch_size):
                 rows = (batch[:, None] + offsets)[rank::world]  # (B / world, window)
                 pred = self._run(x_all[rows], net)[:, burn_in:]
-                loss = nn.functional.mse_loss(pred, future[rows[:, burn_in:]])
+                loss = nn.functional.mse_loss(pred, self._targets_after(x_all, rows[:, burn_in:]))
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"training diverged: loss is {loss.item()} at epoch {epoch + 1}")
                 optimizer.zero_grad(set_to_none=True)
@@ -195,7 +196,7 @@ class NeuralForecaster(BaseForecaster):
                 losses.append(_mean_over_ranks(loss.detach()))
             entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses))}
             if val_spans:
-                entry["val_loss"] = self._validation_loss(x_all, future, offsets_of, val_spans)
+                entry["val_loss"] = self._validation_loss(x_all, offsets_of, val_spans)
             log.append(entry)
             bar.set_postfix({k: f"{v:.4f}" for k, v in entry.items() if k != "epoch"})
             for callback in getattr(self, "_epoch_callbacks", ()):
@@ -212,8 +213,7 @@ class NeuralForecaster(BaseForecaster):
         return log
 
     @torch.no_grad()
-    def _validation_loss(self, x_all: Tensor, future: Tensor, offsets_of: np.ndarray,
-                         val_spans: list[tuple[int, int]]) -> float:
+    def _validation_loss(self, x_all: Tensor, offsets_of: np.ndarray, val_spans: list[tuple[int, int]]) -> float:
         """One pass over each series' whole history (its streaming state), loss on its validation rows."""
         self.net_.eval()
         total, count = 0.0, 0
@@ -222,10 +222,10 @@ class NeuralForecaster(BaseForecaster):
             if self._sees_future:  # windowed: each validation origin sees its lookback rows only
                 origins = torch.arange(max(start, begin + self.lookback - 1), stop, device=self.device_)
                 pred = self._window_forecasts(x_all, origins, self.lookback)
-                target = future[origins]
+                target = self._targets_after(x_all, origins)
             else:
                 pred = self._stream_forecasts(x_all[begin:stop], torch.arange(start - begin, stop - begin))
-                target = future[start:stop]
+                target = self._targets_after(x_all, torch.arange(start, stop, device=self.device_))
             total += nn.functional.mse_loss(pred, target, reduction="sum").item()
             count += pred.numel()
         return total / count
