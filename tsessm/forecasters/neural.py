@@ -30,6 +30,9 @@ PREFILL_MIN_ROWS = 16
 # Backtests and validation make forecasts in pieces of at most this many values (rows x horizon x
 # targets, ~128 MB as float32), so a long horizon on a long multivariate series fits in memory.
 FORECAST_CHUNK_VALUES = 32_000_000
+# ... and windowed forecasts at most this many windows at a time: bigger batches are slower on a
+# CPU (ETTh1 OT test, H=24: 256 windows a batch 0.94 s, all 2 857 in one 4.6 s).
+WINDOWS_PER_BATCH = 256
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -244,7 +247,7 @@ class NeuralForecaster(BaseForecaster):
         # The net forecasts at every window position; only the last is kept (a copy: a view would
         # keep each chunk's (batch, lookback, H, k) forecasts alive), so chunk by windows.
         return torch.cat([self._run(x[batch[:, None] + offsets])[:, -1].clone()
-                          for batch in origins.split(self._rows_per_chunk(lookback))])
+                          for batch in origins.split(min(WINDOWS_PER_BATCH, self._rows_per_chunk(lookback)))])
 
     @torch.no_grad()
     def _stream_forecasts(self, x: Tensor, rows: Tensor | np.ndarray) -> Tensor:
