@@ -29,13 +29,21 @@ class _Operator(NamedTuple):
 
     log_lambda_bar: Tensor  # (S, n) complex
     lambda_bar: Tensor  # (S, n) complex
-    w_in: Tensor  # (S, h, 2n) real: u -> (Re, Im) of B_bar u
-    w_out: Tensor  # (S, 2n, h) real: (Re x, Im x) -> Re(C x)
-    w_back: Tensor | None  # (S, 2n, h) real, the future's read-out (bidirectional only)
+    # Real weights on interleaved (Re, Im) pairs -- torch's own layout of a complex tensor, so
+    # the projection is viewed as complex and the state as real without copying either.
+    w_in: Tensor  # (S, h, 2n): u -> (Re v_1, Im v_1, Re v_2, ...) of v = B_bar u
+    w_out: Tensor  # (S, 2n, h): (Re x_1, Im x_1, ...) -> Re(C x)
+    w_back: Tensor | None  # (S, 2n, h), the future's read-out (bidirectional only)
 
 
 def _softplus_inverse(x: Tensor) -> Tensor:
     return x + torch.log(-torch.expm1(-x))
+
+
+def _interleaved_readout(C: Tensor) -> Tensor:
+    """C (2, S, h, n) as (re, im) -> (S, 2n, h) read-out weights on interleaved (Re x, Im x) pairs."""
+    S, h, n = C.shape[1:]
+    return torch.stack([C[0], -C[1]], dim=-1).reshape(S, h, 2 * n).transpose(1, 2)
 
 
 def causal_state_conv(v: Tensor, log_lambda_bar: Tensor) -> Tensor:
@@ -142,10 +150,10 @@ class ESSMLayer(nn.Module):
 
     def _compute_operator(self) -> _Operator:
         log_lambda_bar, B_bar = self._discretize_states()
-        # Real block weights: [Re B_bar; Im B_bar] maps u to (Re v, Im v); [C_re, -C_im] reads Re(C x).
-        w_in = torch.cat([B_bar.real, B_bar.imag], dim=1).transpose(1, 2)  # (S, h, 2n)
-        w_out = torch.cat([self.C[0], -self.C[1]], dim=2).transpose(1, 2)  # (S, 2n, h)
-        w_back = torch.cat([self.C_back[0], -self.C_back[1]], dim=2).transpose(1, 2) if self.bidirectional else None
+        # Re(C x) = C_re Re(x) - C_im Im(x): the read-out pairs are (C_re, -C_im).
+        w_in = torch.view_as_real(B_bar).permute(0, 2, 1, 3).reshape(self.n_heads, self.h, 2 * self.n)
+        w_out = _interleaved_readout(self.C)
+        w_back = _interleaved_readout(self.C_back) if self.bidirectional else None
         return _Operator(log_lambda_bar, torch.exp(log_lambda_bar), w_in, w_out, w_back)
 
     def discrete_system(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -161,19 +169,21 @@ class ESSMLayer(nn.Module):
         return u.reshape(*u.shape[:-1], self.n_heads, self.h)
 
     def _per_head_matmul(self, a: Tensor, w: Tensor) -> Tensor:
-        """(..., S, i) @ (S, i, o) -> (..., S, o) as one batched matmul over heads."""
+        """(..., S, i) @ (S, i, o) -> (..., S, o): one matmul for one head, else batched over heads."""
+        if self.n_heads == 1:
+            return (a.squeeze(-2) @ w[0]).unsqueeze(-2)
         lead = a.shape[:-2]
         a = a.reshape(-1, self.n_heads, a.shape[-1]).transpose(0, 1)
         return torch.bmm(a, w).transpose(0, 1).reshape(*lead, self.n_heads, w.shape[-1])
 
     def _project(self, u: Tensor, w_in: Tensor) -> Tensor:
-        """B_bar @ u per head: (..., d_model) real -> (..., S, n) complex."""
+        """B_bar @ u per head: (..., d_model) real -> (..., S, n) complex, a view of the product."""
         v = self._per_head_matmul(self._heads(u), w_in)
-        return torch.complex(v[..., : self.n], v[..., self.n :])
+        return torch.view_as_complex(v.unflatten(-1, (self.n, 2)))
 
     def _readout(self, x: Tensor, w_out: Tensor, u: Tensor | None) -> Tensor:
         """Re(C @ x) (+ D u) per head: x (..., S, n) complex -> (..., d_model) real."""
-        y = self._per_head_matmul(torch.cat([x.real, x.imag], dim=-1), w_out)
+        y = self._per_head_matmul(torch.view_as_real(x).flatten(-2), w_out)
         if u is not None:
             y = y + self.D * self._heads(u)
         return y.reshape(*y.shape[:-2], self.d_model)
