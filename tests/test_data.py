@@ -150,6 +150,17 @@ def test_to_output_future_index_pandas(frame):
     assert list(out.columns) == ["a"] and list(out.index) == list(expected)
 
 
+@pytest.mark.parametrize("tz", [None, "UTC", "Europe/Berlin"])
+@pytest.mark.parametrize("unit", ["s", "us", "ns"])
+def test_future_index_keeps_time_zone_and_absolute_steps(tz, unit):
+    # 2021-03-28 crosses the Berlin spring-forward hour: steps are absolute time, not wall time
+    idx = pd.date_range("2021-03-28 00:00", periods=2, freq="h", tz=tz, name="when").as_unit(unit)
+    steps = np.array([1, 2, 5])
+    out = future_index(idx, pd.Timedelta("1h"), steps)
+    expected = [idx[-1] + k * pd.Timedelta("1h") for k in steps]
+    assert list(out) == expected and out.tz == idx.tz and out.name == "when"
+
+
 def test_future_index_integer_steps():
     s = to_series(np.zeros(10))
     idx = future_index(s.index, s.freq, np.array([1, 3]))

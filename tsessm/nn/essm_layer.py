@@ -128,7 +128,8 @@ class ESSMLayer(nn.Module):
         """
         if torch.is_grad_enabled():
             return self._compute_operator()
-        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
+        # the layer's own parameters (it has no submodules): cheaper than walking self.parameters()
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self._parameters.values())
         if getattr(self, "_cache_key", None) != key:
             self._cache = self._compute_operator()
             self._cache_key = key
