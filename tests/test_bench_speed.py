@@ -92,6 +92,9 @@ def test_peak_memory_child_reports_its_own_peak(tmp_path):
     assert d["columns"] == ["a", "b"] and d["train_rows"] > 0 and d["model"]["lookback"] == 16
     with pytest.raises(RuntimeError, match="child failed"):
         peak_memory.training_peak_memory(str(tmp_path / "missing.csv"), model, threads=1)
+    # extra environment reaches the child (which reports what it saw), not this process
+    d = peak_memory.training_peak_memory(str(csv), model, threads=1, env={"MALLOC_MMAP_THRESHOLD_": "1048576"})
+    assert d["env"] == {"MALLOC_MMAP_THRESHOLD_": "1048576"} and "MALLOC_MMAP_THRESHOLD_" not in os.environ
 
 
 # ----- outputs -----------------------------------------------------------------------------
@@ -144,12 +147,14 @@ def test_quick_run_with_cheap_measures_writes_a_valid_json(tmp_path, capsys):
     assert set(result) == {"machine", "settings", "measures"}
     assert {"cpu", "cores", "torch_threads", "torch", "python", "device", "commit", "date"} <= set(result["machine"])
     assert result["machine"]["device"] == "cpu" and result["settings"]["quick"] is True
-    assert [m["name"] for m in result["measures"]] == ["params", "history", "recompute"]
+    assert [m["name"] for m in result["measures"]] == ["params", "history", "recompute", "recompute_net"]
     for m in result["measures"]:
         assert _finite_positive(m["value"]) and isinstance(m["met"], bool) and m["goal"]["op"] in (">=", "<=")
         assert m["detail"]["seconds"] >= 0
     history = result["measures"][1]["detail"]
     assert (history["history_short_rows"], history["history_long_rows"]) == (1000, 1500)
+    net = result["measures"][3]["detail"]
+    assert net["window"] == 720 and net["recompute_over_step"] == pytest.approx(net["recompute_ms"] / net["step_ms"])
     printed = capsys.readouterr().out
     assert "| measure | measured | goal | met |" in printed and all(m["label"] in printed for m in result["measures"])
 

@@ -59,6 +59,7 @@ def child_main() -> None:
         "peak_rss_mb": max_rss_mb(), "rss_before_fit_mb": before_fit, "fit_s": time.perf_counter() - start,
         "train_rows": len(source.train), "validation_rows": len(source.validation),
         "columns": list(source.frame.columns), "torch_threads": torch.get_num_threads(),
+        "env": {k: os.environ.get(k) for k in config.get("env", [])},  # as this process saw it
     }
     if model.device_.type == "cuda":
         result["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(model.device_) / 2**20
@@ -66,12 +67,17 @@ def child_main() -> None:
 
 
 def training_peak_memory(data: str, model: dict[str, Any], *, columns: list[str] | None = None,
-                         data_dir: str | None = None, threads: int | None = None, timeout: float = 3600) -> dict:
+                         data_dir: str | None = None, threads: int | None = None, timeout: float = 3600,
+                         env: dict[str, str] | None = None) -> dict:
     """Run one training of ESSMForecaster(**model) on `data` (a benchmark name or a CSV/Parquet path)
-    in a child process; returns its peak RSS (MiB) and what it reports."""
+    in a child process; returns its peak RSS (MiB) and what it reports.
+
+    env: extra environment variables of the child (e.g. allocator settings), recorded in the result.
+    """
+    extra_env = dict(env or {})
     config = {"data": data, "columns": columns, "data_dir": data_dir, "threads": threads,
-              "model": {"verbose": 0, **model}}
-    env = dict(os.environ)
+              "model": {"verbose": 0, **model}, "env": sorted(extra_env)}
+    env = {**os.environ, **extra_env}
     # The child imports this very tsessm, also when it is not installed.
     package_root = str(Path(tsessm.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)

@@ -93,6 +93,31 @@ def recompute_vs_update(base: ESSMForecaster, window: int, repeats: int) -> dict
             "repeats": repeats, "recompute_over_update": med["recompute"] / med["update"]}
 
 
+def recompute_vs_step(base: ESSMForecaster, window: int, repeats: int) -> dict:
+    """Like for like at the net: a forward pass over the last `window` rows against one `net.step`.
+
+    Both sides are bare torch calls on the fitted net (no scaling, no pandas, no forecast copy),
+    so this isolates what the recurrence saves from what the public API costs per call.
+    """
+    net = copy.deepcopy(base).net_
+    device = next(net.parameters()).device
+    x = torch.zeros((1, window, net.n_in), device=device)
+    x_t = torch.zeros((1, net.n_in), device=device)
+    with torch.no_grad():
+        state = {"s": net.prefill(x)[1]}
+
+        def recompute() -> None:
+            net(x)
+
+        def step() -> None:
+            state["s"] = net.step(x_t, state["s"])[1]
+        times = interleaved_times({"recompute": recompute, "step": step}, repeats=repeats, warmup=WARMUP,
+                                  sync=synchronizer(device))
+    med = medians(times)
+    return {"window": window, "recompute_ms": 1e3 * med["recompute"], "step_ms": 1e3 * med["step"],
+            "repeats": repeats, "recompute_over_step": med["recompute"] / med["step"]}
+
+
 def arima_vs_update(base: ESSMForecaster, repeats: int) -> dict:
     """statsmodels SARIMAX(2,0,1) `extend` by one row + 24-step forecast against eSSM update+predict."""
     from statsmodels.tsa.statespace.sarimax import SARIMAX
