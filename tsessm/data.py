@@ -190,7 +190,7 @@ def to_series(y: Any, *, missing: str = "error", name: str = "y", freq: Any = No
         )
     if frame.shape[0] == 0 or frame.shape[1] == 0:
         raise ValueError(f"{name} is empty (shape {frame.shape})")
-    if not all(isinstance(c, str) for c in frame.columns):
+    if frame.columns.inferred_type != "string":  # cached on the Index, which a stream's rows share
         frame = frame.rename(columns=str)
     _check_columns(frame, name)
     _check_index(frame, name, kind)
@@ -199,7 +199,7 @@ def to_series(y: Any, *, missing: str = "error", name: str = "y", freq: Any = No
     frame = _check_values(frame, missing, name)
     return Series(
         values=frame.to_numpy(dtype=np.float64),
-        columns=list(frame.columns),
+        columns=frame.columns.tolist(),
         index=frame.index,
         freq=freq,
         kind=kind,
@@ -237,14 +237,13 @@ def resolve_target(columns: Sequence[str], target: str | Sequence[str] | None) -
 
 def future_index(index: pd.Index, freq: Any, steps: np.ndarray) -> pd.Index:
     """Index labels for `steps` (1-based) steps after the last label of `index`."""
-    last = index[-1]
     if isinstance(index, pd.DatetimeIndex):
         # int64 nanoseconds since the epoch (UTC for an aware index): much cheaper than
         # Timestamp + TimedeltaIndex, which matters once per forecast of a stream.
-        ns = last.as_unit("ns").value + np.asarray(steps, dtype=np.int64) * pd.Timedelta(freq).value
+        ns = _positions(index[-1:])[0] + np.asarray(steps, dtype=np.int64) * pd.Timedelta(freq).value
         out = pd.DatetimeIndex(ns.astype("datetime64[ns]"), name=index.name)
         return out if index.tz is None else out.tz_localize("UTC").tz_convert(index.tz)
-    return pd.Index(last + np.asarray(steps), name=index.name)
+    return pd.Index(index[-1] + np.asarray(steps), name=index.name)
 
 
 @functools.lru_cache(maxsize=256)
