@@ -5,6 +5,7 @@ import torch
 
 from tsessm import StreamingNotSupported
 from tsessm.nn import ESSMLayer
+from tsessm.nn.essm_layer import lambda_powers
 
 
 def numpy_recurrence(layer: ESSMLayer, u: np.ndarray) -> np.ndarray:
@@ -205,3 +206,17 @@ def test_long_recurrence_stays_finite_and_matches_float64():
     stepped = torch.stack(stepped, 1).double()
     assert torch.isfinite(stepped).all()
     assert _relative_error(stepped, reference) <= 1e-4
+
+
+@pytest.mark.parametrize("length", [0, 1, 2, 5, 96, 1000])
+@pytest.mark.parametrize("first", [0, 1, 7])
+def test_lambda_powers_equal_direct_exponentials(length, first):
+    # the fine x coarse outer product against exp(k log Lambda_bar), in float64 where both are exact
+    gen = torch.Generator().manual_seed(length + first)
+    log_lam = torch.complex(-0.05 * torch.rand(2, 8, generator=gen, dtype=torch.float64),
+                            3.0 * torch.rand(2, 8, generator=gen, dtype=torch.float64))
+    k = torch.arange(first, first + length, dtype=torch.float64)
+    expected = torch.exp(k[:, None, None] * log_lam)
+    got = lambda_powers(log_lam, length, first=first)
+    assert got.shape == (length, 2, 8) and got.dtype == torch.complex128
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)

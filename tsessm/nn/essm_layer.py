@@ -52,7 +52,7 @@ def lambda_powers(log_lambda_bar: Tensor, length: int, first: int = 0) -> Tensor
     As an outer product of ~sqrt(length) fine and ~sqrt(length) coarse powers, so a long kernel
     costs one complex multiply per entry rather than one complex exp (several times dearer).
     """
-    block = max(1, math.isqrt(length - 1) + 1) if length > 1 else 1
+    block = math.isqrt(max(length - 1, 0)) + 1  # fine powers 0..block-1, block * block >= length
     real = log_lambda_bar.real.dtype
     fine = torch.arange(block, device=log_lambda_bar.device, dtype=real)
     coarse = torch.arange(first, first + length, block, device=log_lambda_bar.device, dtype=real)
