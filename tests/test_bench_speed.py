@@ -79,7 +79,9 @@ def test_train_epoch_times_time_both_forecasters():
     assert all(_finite_positive(d[k]) for k in ("essm_s", "lstm_s", "lstm_over_essm"))
 
 
-def test_peak_memory_child_reports_its_own_peak(tmp_path):
+def test_peak_memory_child_reports_its_own_peak(tmp_path, monkeypatch):
+    for name in [k for k in os.environ if k.startswith("MALLOC_")]:
+        monkeypatch.delenv(name)
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"date": pd.date_range("2020-01-01", periods=300, freq="h"),
                           "a": rng.standard_normal(300), "b": rng.standard_normal(300)})
@@ -95,6 +97,9 @@ def test_peak_memory_child_reports_its_own_peak(tmp_path):
     # extra environment reaches the child (which reports what it saw), not this process
     d = peak_memory.training_peak_memory(str(csv), model, threads=1, env={"MALLOC_MMAP_THRESHOLD_": "1048576"})
     assert d["env"] == {"MALLOC_MMAP_THRESHOLD_": "1048576"} and "MALLOC_MMAP_THRESHOLD_" not in os.environ
+    # an allocator setting inherited from this process is reported too, so a default run cannot hide one
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    assert peak_memory.training_peak_memory(str(csv), model, threads=1)["env"] == {"MALLOC_ARENA_MAX": "2"}
 
 
 # ----- outputs -----------------------------------------------------------------------------

@@ -60,6 +60,13 @@ def test_pandas_integer_columns_become_strings():
     assert s.columns == ["3", "7"]
 
 
+@pytest.mark.parametrize("missing", [None, np.nan])
+def test_missing_column_label_becomes_a_string(missing):
+    df = pd.DataFrame(np.ones((5, 2)), index=hourly(5), columns=["a", missing])
+    columns = to_series(df).columns
+    assert columns[0] == "a" and isinstance(columns[1], str)
+
+
 def test_pandas_series_roundtrip():
     y = pd.Series(np.linspace(0.0, 1.0, N), index=hourly(), name="load")
     s = to_series(y)
@@ -148,6 +155,8 @@ def test_to_output_future_index_pandas(frame):
     assert list(idx) == list(expected)
     out = to_output(np.zeros((3, 1)), ["a"], idx, s)
     assert list(out.columns) == ["a"] and list(out.index) == list(expected)
+    out.columns.name = "renamed by the caller"  # in place: must not reach the next forecast
+    assert to_output(np.zeros((3, 1)), ["a"], idx, s).columns.name is None
 
 
 @pytest.mark.parametrize("tz", [None, "UTC", "Europe/Berlin"])

@@ -190,7 +190,9 @@ def to_series(y: Any, *, missing: str = "error", name: str = "y", freq: Any = No
         )
     if frame.shape[0] == 0 or frame.shape[1] == 0:
         raise ValueError(f"{name} is empty (shape {frame.shape})")
-    if frame.columns.inferred_type != "string":  # cached on the Index, which a stream's rows share
+    # inferred_type is cached on the Index, which a stream's rows share; a missing label
+    # (None, NaN, NA) still infers as "string" and is renamed like any other non-string
+    if frame.columns.inferred_type != "string" or frame.columns.hasnans:
         frame = frame.rename(columns=str)
     _check_columns(frame, name)
     _check_index(frame, name, kind)
@@ -256,7 +258,8 @@ def to_output(values: np.ndarray, columns: list[str], index: pd.Index, like: Ser
     """Forecast values (len(index), k) in the same kind as the series the model was fitted on."""
     if like.kind.startswith("numpy"):
         return values
-    frame = pd.DataFrame(values, index=index, columns=_column_index(tuple(columns)))
+    # a shallow copy: callers may rename their frame's columns Index in place
+    frame = pd.DataFrame(values, index=index, columns=_column_index(tuple(columns)).copy(deep=False))
     if like.kind == "pandas-series" and len(columns) == 1:
         return frame[columns[0]]
     if like.kind == "polars":

@@ -59,7 +59,8 @@ def child_main() -> None:
         "peak_rss_mb": max_rss_mb(), "rss_before_fit_mb": before_fit, "fit_s": time.perf_counter() - start,
         "train_rows": len(source.train), "validation_rows": len(source.validation),
         "columns": list(source.frame.columns), "torch_threads": torch.get_num_threads(),
-        "env": {k: os.environ.get(k) for k in config.get("env", [])},  # as this process saw it
+        # as this process saw it: the variables given, and any glibc allocator setting inherited
+        "env": {k: v for k, v in os.environ.items() if k in config.get("env", []) or k.startswith("MALLOC_")},
     }
     if model.device_.type == "cuda":
         result["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(model.device_) / 2**20
