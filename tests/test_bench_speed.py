@@ -68,14 +68,25 @@ def test_parameter_counts_compare_whole_nets_per_head_count():
     for r in rows.values():
         assert 0 < r["essm_core"] < r["essm_total"] and 0 < r["lstm_core"] < r["lstm_total"]
         assert r["total_ratio"] == pytest.approx(r["essm_total"] / r["lstm_total"])
-    assert rows[8]["essm_total"] < rows[1]["essm_total"]  # heads split B and C into blocks
+    # heads split B and C into blocks; several heads bring the Linear head mixer, one head has none
+    assert rows[8]["essm_ssm_layers"] < rows[1]["essm_ssm_layers"]
+    assert rows[8]["essm_core"] - rows[8]["essm_ssm_layers"] > rows[1]["essm_core"] - rows[1]["essm_ssm_layers"]
     assert rows[1]["lstm_total"] == rows[8]["lstm_total"]
 
 
-def test_train_epoch_times_time_both_forecasters():
-    d = core_timing.train_epoch_times(TINY, 16, steps=2, repeats=2, device="cpu", batch_size=4)
-    assert d["window_rows"] == 32 and d["steps_per_epoch"] == 2
-    assert len(d["essm_all_s"]) == len(d["lstm_all_s"]) == 2
+def test_core_times_compare_the_blocks_with_an_lstm_of_the_same_width():
+    d = core_timing.core_fwd_bwd_times(TINY, 16, batch_size=4, repeats=2, device="cpu")
+    assert d["length"] == 16 and d["batch_size"] == 4 and d["repeats"] == 2
+    assert 0 < d["essm_params"] < d["lstm_params"]
+    assert all(_finite_positive(d[k]) for k in ("essm_ms", "lstm_ms", "lstm_over_essm"))
+    assert d["lstm_over_essm"] == pytest.approx(d["lstm_ms"] / d["essm_ms"])
+
+
+def test_etth1_epoch_times_use_both_forecasters_defaults():
+    d = core_timing.etth1_epoch_times(repeats=1, device="cpu")
+    assert d["rows"] == 8640 and d["params"]["essm"]["d_model"] == d["params"]["lstm"]["d_model"]
+    assert d["params"]["essm"]["mixer"] == "auto" and d["params"]["essm"]["lookback"] == 96
+    assert len(d["essm_all_s"]) == len(d["lstm_all_s"]) == 1
     assert all(_finite_positive(d[k]) for k in ("essm_s", "lstm_s", "lstm_over_essm"))
 
 
@@ -146,19 +157,24 @@ def test_json_is_written_atomically_and_round_trips(tmp_path, monkeypatch):
 def test_quick_run_with_cheap_measures_writes_a_valid_json(tmp_path, capsys):
     out = tmp_path / "speed.json"
     argv = ["--quick", "--out", str(out), "--device", "cpu", "--d-model", "8", "--d-state", "8", "--n-layers", "1",
-            "--repeats", "3", "--history-rows", "1500", *ALL_BUT("params", "history", "recompute")]
+            "--repeats", "3", "--history-rows", "1500", *ALL_BUT("params", "latency", "history", "recompute")]
     assert speed.main(argv) == 0
     result = json.loads(out.read_text())
     assert set(result) == {"machine", "settings", "measures"}
     assert {"cpu", "cores", "torch_threads", "torch", "python", "device", "commit", "date"} <= set(result["machine"])
     assert result["machine"]["device"] == "cpu" and result["settings"]["quick"] is True
-    assert [m["name"] for m in result["measures"]] == ["params", "history", "recompute", "recompute_net"]
+    names = ["params", "params_total", "observe", "update_predict", "history", "recompute", "recompute_net"]
+    assert [m["name"] for m in result["measures"]] == names
     for m in result["measures"]:
         assert _finite_positive(m["value"]) and isinstance(m["met"], bool) and m["goal"]["op"] in (">=", "<=")
         assert m["detail"]["seconds"] >= 0
-    history = result["measures"][1]["detail"]
+    by_name = {m["name"]: m for m in result["measures"]}
+    history = by_name["history"]["detail"]
     assert (history["history_short_rows"], history["history_long_rows"]) == (1000, 1500)
-    net = result["measures"][3]["detail"]
+    latency = by_name["observe"]["detail"]
+    assert by_name["observe"]["value"] == latency["observe_ms"] and by_name["observe"]["unit"] == "ms"
+    assert by_name["update_predict"]["value"] == latency["update_predict_ms"]
+    net = by_name["recompute_net"]["detail"]
     assert net["window"] == 720 and net["recompute_over_step"] == pytest.approx(net["recompute_ms"] / net["step_ms"])
     printed = capsys.readouterr().out
     assert "| measure | measured | goal | met |" in printed and all(m["label"] in printed for m in result["measures"])
@@ -172,6 +188,6 @@ def test_a_failing_measure_is_recorded_and_the_run_says_so(tmp_path):
     argv = ["--quick", "--out", str(out), "--device", "cpu", "--data-dir", str(bad),
             "--d-model", "8", "--d-state", "8", "--n-layers", "1", *ALL_BUT("params", "backtest")]
     assert speed.main(argv) == 1
-    params, backtest = json.loads(out.read_text())["measures"]
+    params, _, backtest = json.loads(out.read_text())["measures"]
     assert params["value"] > 0
     assert backtest["value"] is None and backtest["met"] is None and "ETTh1" in backtest["detail"]["error"]

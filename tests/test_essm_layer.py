@@ -44,7 +44,7 @@ def test_discrete_system_shapes_and_dtypes():
     Lb, Bb, C, D = layer.discrete_system()
     assert Lb.shape == (3, 2) and Lb.is_complex()
     assert Bb.shape == (3, 2, 4) and Bb.is_complex()
-    assert C.shape == (3, 4, 2) and C.is_complex()
+    assert C.shape == (3, 4, 2) and C.is_complex() and (C.imag == 0).all()  # a real read-out
     assert D.shape == (3, 4) and not D.is_complex()
 
 
@@ -124,7 +124,7 @@ def test_bidirectional_equals_explicit_two_sided_sum():
     with torch.no_grad():
         y = layer(u).numpy()
         Lb, Bb, C, D = (t.numpy() for t in layer.discrete_system())
-        C_back = (layer.C_back[0] + 1j * layer.C_back[1]).numpy()
+        C_back = layer.C_back.numpy()
     causal = numpy_recurrence(layer, u.numpy())
     un = u.numpy()[0]
     back = np.zeros_like(un)
@@ -148,8 +148,8 @@ def test_gradients_reach_every_parameter():
 @pytest.mark.parametrize("d_model,d_state,n_heads", [(16, 8, 1), (16, 8, 4), (32, 64, 8)])
 def test_parameter_count_matches_block_diagonal_formula(d_model, d_state, n_heads):
     S, h, n = n_heads, d_model // n_heads, d_state // n_heads
-    # per head: Lambda (n complex = 2n), log dt (n), B (n x h complex), C (h x n complex), D (h)
-    expected = S * (2 * n + n + 2 * n * h + 2 * h * n + h)
+    # per head: Lambda (n complex = 2n), log dt (n), B (n x h real), C (h x n real), D (h)
+    expected = S * (2 * n + n + n * h + h * n + h)
     layer = ESSMLayer(d_model, d_state=d_state, n_heads=n_heads)
     assert sum(p.numel() for p in layer.parameters()) == expected
     # block diagonal: about 1/S of the single-head system's B and C
@@ -216,7 +216,53 @@ def test_lambda_powers_equal_direct_exponentials(length, first):
     log_lam = torch.complex(-0.05 * torch.rand(2, 8, generator=gen, dtype=torch.float64),
                             3.0 * torch.rand(2, 8, generator=gen, dtype=torch.float64))
     k = torch.arange(first, first + length, dtype=torch.float64)
-    expected = torch.exp(k[:, None, None] * log_lam)
+    expected = torch.exp(log_lam[..., None] * k)
     got = lambda_powers(log_lam, length, first=first)
-    assert got.shape == (length, 2, 8) and got.dtype == torch.complex128
+    assert got.shape == (2, 8, length) and got.dtype == torch.complex128
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel_length", [12, 24])  # 24 = 2L: the bidirectional mirror's support
+def test_fft_convolution_gradients_equal_finite_differences(kernel_length):
+    # the convolution's hand-written backward against torch's numerical gradient, in float64
+    from tsessm.nn.essm_layer import _CausalFFTConv
+
+    gen = torch.Generator().manual_seed(kernel_length)
+    v = torch.randn(3, 2, 4, 12, dtype=torch.float64, generator=gen, requires_grad=True)
+    kernel = torch.randn(2, 4, kernel_length, dtype=torch.float64, generator=gen, requires_grad=True)
+    assert torch.autograd.gradcheck(_CausalFFTConv.apply, (v, kernel), eps=1e-6, atol=1e-8)
+
+
+def test_fft_convolution_equals_direct_causal_sum():
+    from tsessm.nn.essm_layer import causal_conv
+
+    gen = torch.Generator().manual_seed(0)
+    v = torch.randn(2, 1, 3, 40, dtype=torch.float64, generator=gen)
+    kernel = torch.randn(1, 3, 40, dtype=torch.float64, generator=gen)
+    direct = torch.zeros_like(v)
+    for k in range(40):
+        for j in range(k + 1):
+            direct[..., k] += kernel[..., j] * v[..., k - j]
+    torch.testing.assert_close(causal_conv(v, kernel), direct, rtol=1e-10, atol=1e-10)
+
+
+def test_layer_gradients_equal_a_float64_recurrence_by_autograd():
+    """The whole layer's gradients (every parameter) equal those of the step-by-step recurrence."""
+    torch.manual_seed(0)
+    layer = ESSMLayer(6, d_state=4, n_heads=2, dt_min=0.05, dt_max=0.5).double()
+    u = torch.randn(2, 30, 6, dtype=torch.float64)
+    weights = torch.randn(2, 30, 6, dtype=torch.float64)
+
+    def grads(loss):
+        layer.zero_grad()
+        loss.backward()
+        return {name: p.grad.clone() for name, p in layer.named_parameters()}
+
+    conv = grads((layer(u) * weights).sum())
+    state, ys = layer.initial_state(2), []
+    for t in range(30):
+        y, state = layer.step(u[:, t], state)
+        ys.append(y)
+    stepped = grads((torch.stack(ys, 1) * weights).sum())
+    for name in conv:
+        torch.testing.assert_close(conv[name], stepped[name], rtol=1e-8, atol=1e-10, msg=name)

@@ -10,7 +10,7 @@ def _relative_error(a, b):
     return ((a - b).abs().max() / b.abs().max()).item()
 
 
-@pytest.mark.parametrize("mixer", ["linear", "glu"])
+@pytest.mark.parametrize("mixer", ["auto", "none", "linear", "glu"])
 @pytest.mark.parametrize("discretization", ["zoh", "bilinear"])
 def test_forward_step_prefill_agree(mixer, discretization):
     torch.manual_seed(0)
@@ -59,6 +59,21 @@ def test_gradients_reach_every_parameter_and_double_works():
     out.pow(2).mean().backward()
     for name, p in net.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_one_head_has_no_mixer_several_heads_have_one():
+    # the authors' form: with one head the MIMO B and C mix the channels already
+    one = ESSMNet(1, 1, 4, d_model=16, n_layers=2, d_state=8, n_heads=1)
+    assert not any(isinstance(m, torch.nn.Linear) for b in one.blocks for m in b.mixer)
+    four = ESSMNet(1, 1, 4, d_model=16, n_layers=2, d_state=8, n_heads=4)
+    assert all(isinstance(b.mixer[-1], torch.nn.Linear) for b in four.blocks)
+    glu = ESSMNet(1, 1, 4, d_model=16, d_state=8, mixer="glu")
+    assert isinstance(glu.blocks[0].mixer[-1], torch.nn.GLU)
+    # d=128, N=64, two layers: the paper's ~13 % of an LSTM of the same width and depth (33 920 vs 264 192)
+    core = ESSMNet(128, 1, 4, d_model=128, n_layers=2, d_state=64)
+    lstm = torch.nn.LSTM(128, 128, 2)
+    ratio = sum(p.numel() for p in core.blocks.parameters()) / sum(p.numel() for p in lstm.parameters())
+    assert ratio <= 0.13
 
 
 def test_bad_arguments_are_named():

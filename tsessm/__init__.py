@@ -9,7 +9,7 @@ from tsessm.forecasters import (
     PanelForecaster,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = [
     "ARIMAForecaster", "BaseForecaster", "ESSMForecaster", "LSTMForecaster", "NaiveForecaster",
     "PanelForecaster", "StreamingNotSupported", "__version__",

@@ -1,25 +1,30 @@
-"""The eSSM against an LSTM of the same width and depth: training time per epoch and size.
+"""The eSSM against an LSTM of the same width and depth: forward+backward time, size, training epochs.
 
-Both sides are the forecasters' own nets (`ESSMForecaster` / `LSTMForecaster`: encoder, core,
-LayerNorm, horizon head), so the figures are those of the models a user trains.
+`core_fwd_bwd_times` times the cores alone (the stacked eSSM blocks against `nn.LSTM`), the
+paper's comparison; `etth1_epoch_times` times the forecasters' own training
+loop (encoder, core, LayerNorm, horizon head, loss, AdamW), the figures of the models a user trains.
 """
 from __future__ import annotations
 
 from typing import Any, Callable
 
 import numpy as np
+import torch
 from torch import nn
 
 from tsessm.bench.timing import interleaved_times, medians, spread, synchronizer
 from tsessm.forecasters.essm import ESSMForecaster
 from tsessm.forecasters.lstm import LSTMForecaster
 from tsessm.forecasters.neural import NeuralForecaster, resolve_device
+from tsessm.data import standard_stats
+from tsessm.jobs import open_data
+from tsessm.nn.essm_net import ESSMBlock
 
 # What a training epoch is here, for the JSON detail.
 TRAIN_METHOD = (
     "the forecasters' own training loop (NeuralForecaster._fit_segments: windows of 2 * lookback rows, "
-    "loss after a lookback // 2 burn-in, AdamW, gradient clipping) for one epoch of a fixed number of "
-    "optimizer steps on a random univariate series; no validation split"
+    "loss after a lookback // 2 burn-in, AdamW, gradient clipping) for one epoch at the forecasters' "
+    "default sizes and steps per epoch, on the ETTh1 OT train split; no validation rows"
 )
 
 
@@ -61,27 +66,54 @@ def _epoch_fn(model: NeuralForecaster, xs: np.ndarray) -> Callable[[], None]:
     return lambda: model._fit_segments([(xs, len(xs))], [0])
 
 
-def train_epoch_times(width: dict[str, int], lookback: int, *, steps: int, repeats: int, device: str,
-                      batch_size: int = 32, horizon: int = 24, seed: int = 0) -> dict:
-    """Seconds per training epoch of `steps` optimizer steps, eSSM and LSTM interleaved."""
-    rng = np.random.default_rng(seed)
-    rows = max(4 * lookback, 2 * lookback + horizon + 10 * batch_size)
-    xs = np.cumsum(rng.standard_normal((rows, 1)), axis=0).astype(np.float32)
-    xs = (xs - xs.mean()) / xs.std()
-    common = dict(horizon=horizon, lookback=lookback, batch_size=batch_size, epochs=1, verbose=0,
-                  random_state=seed, device=device)
-    models = forecasters(width, steps_per_epoch=steps, **common)
-    # Warm-up: one single-step epoch each (allocator, thread pools), not timed.
-    for model in forecasters(width, steps_per_epoch=1, **common).values():
-        _epoch_fn(model, xs)()
-    times = interleaved_times({name: _epoch_fn(m, xs) for name, m in models.items()}, repeats=repeats,
-                              warmup=0, sync=synchronizer(resolve_device(device)))
-    med = medians(times)
-    return {
-        "lookback": lookback, "window_rows": 2 * lookback, "steps_per_epoch": steps, "batch_size": batch_size,
-        "repeats": repeats, "essm_s": med["essm"], "lstm_s": med["lstm"],
-        "essm_spread": spread(times["essm"]), "lstm_spread": spread(times["lstm"]),
-        "essm_all_s": times["essm"], "lstm_all_s": times["lstm"],
-        "lstm_over_essm": med["lstm"] / med["essm"],
-    }
+CORE_METHOD = (
+    "forward and backward (loss: mean square of the output) of the cores alone on random input "
+    "(batch, L, d_model): n_layers eSSM blocks (LayerNorm, eSSM layer, GELU, a head mixer only with "
+    "several heads, residual) against nn.LSTM(d_model, d_model, n_layers); no encoder, head or optimizer"
+)
 
+
+def core_fwd_bwd_times(width: dict[str, int], length: int, *, batch_size: int = 32, repeats: int = 5,
+                       device: str = "cpu", seed: int = 0) -> dict:
+    """Seconds of one forward+backward of the eSSM blocks and of an nn.LSTM, interleaved."""
+    dev = resolve_device(device)
+    d = width["d_model"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        essm = nn.Sequential(*[ESSMBlock(d, 0.0, d_state=width["d_state"], n_heads=width["n_heads"])
+                               for _ in range(width["n_layers"])]).to(dev)
+        lstm = nn.LSTM(d, d, width["n_layers"], batch_first=True).to(dev)
+        x = torch.randn(batch_size, length, d, device=dev)
+
+    def fwd_bwd(core: nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            out = core(x)
+            (out[0] if isinstance(out, tuple) else out).pow(2).mean().backward()
+        return run
+    times = interleaved_times({"essm": fwd_bwd(essm), "lstm": fwd_bwd(lstm)}, repeats=repeats, warmup=2,
+                              sync=synchronizer(dev))
+    med = medians(times)
+    return {"length": length, "batch_size": batch_size, "repeats": repeats,
+            "essm_params": n_params(essm), "lstm_params": n_params(lstm),
+            "essm_ms": 1e3 * med["essm"], "lstm_ms": 1e3 * med["lstm"],
+            "essm_spread": spread(times["essm"]), "lstm_spread": spread(times["lstm"]),
+            "lstm_over_essm": med["lstm"] / med["essm"]}
+
+
+def etth1_epoch_times(*, repeats: int, device: str, data_dir: str | None = None, seed: int = 0) -> dict:
+    """Seconds per training epoch of ESSMForecaster() and LSTMForecaster() at their defaults on ETTh1 S
+    (OT, the Informer train split scaled as `fit` scales it, no validation rows), interleaved."""
+    models = {"essm": ESSMForecaster(epochs=1, verbose=0, random_state=seed, device=device),
+              "lstm": LSTMForecaster(epochs=1, verbose=0, random_state=seed, device=device)}
+    source = open_data("ETTh1", lookback=models["essm"].lookback, columns=["OT"], data_dir=data_dir)
+    values = source.train.to_numpy(dtype=np.float64)
+    mean, std = standard_stats(values)
+    xs = ((values - mean) / std).astype(np.float32)
+    times = interleaved_times({name: _epoch_fn(m, xs) for name, m in models.items()}, repeats=repeats, warmup=1,
+                              sync=synchronizer(resolve_device(device)))
+    med = medians(times)
+    shown = ("lookback", "d_model", "n_layers", "d_state", "n_heads", "mixer", "batch_size", "dropout")
+    return {"data": "ETTh1 S (OT), Informer train split", "rows": len(values), "repeats": repeats,
+            "params": {name: {k: v for k, v in m.get_params().items() if k in shown} for name, m in models.items()},
+            "essm_s": med["essm"], "lstm_s": med["lstm"], "essm_all_s": times["essm"], "lstm_all_s": times["lstm"],
+            "lstm_over_essm": med["lstm"] / med["essm"]}

@@ -1,4 +1,4 @@
-"""The cost of absorbing one observation: eSSM update+predict against its alternatives.
+"""The cost of absorbing one observation: eSSM `observe` (and update+predict) against the alternatives.
 
 Each pair is timed interleaved (A, B, A, B, ...) and summarised by medians, so machine noise
 hits both sides alike. One small fitted eSSM (`base_model`) is copied for every measure.
@@ -53,29 +53,39 @@ def _stepper(model: ESSMForecaster, future: pd.DataFrame) -> Callable[[], None]:
     return step
 
 
+def _observer(model: ESSMForecaster, future: pd.DataFrame) -> Callable[[], None]:
+    """Each call hands the next row of `future` to `observe` (the stream's path): absorb + forecast."""
+    rows = iter(zip(future.index, future.to_numpy()))
+
+    def step() -> None:
+        time, values = next(rows)
+        model.observe(values, time)
+    return step
+
+
 def _sync(model: ESSMForecaster) -> Callable[[], None] | None:
     return synchronizer(model.device_)
 
 
 def history_latency(base: ESSMForecaster, long_rows: int, repeats: int) -> dict:
-    """update(1 row)+predict with ~1k rows of history against `long_rows` rows."""
+    """observe (one row in, the forecast out) with ~1k rows of history against `long_rows` rows."""
     if long_rows <= base.n_seen_:
         raise ValueError(f"the long history ({long_rows} rows) must exceed the short one ({base.n_seen_})")
     short, long = copy.deepcopy(base), copy.deepcopy(base)
     long.update(_next_rows(long, long_rows - base.n_seen_, seed=1))  # one prefill
     rows = {"short": int(short.n_seen_), "long": int(long.n_seen_)}
     n = repeats + WARMUP + 10
-    times = interleaved_times({"short": _stepper(short, _next_rows(short, n, seed=2)),
-                               "long": _stepper(long, _next_rows(long, n, seed=2))},
+    times = interleaved_times({"short": _observer(short, _next_rows(short, n, seed=2)),
+                               "long": _observer(long, _next_rows(long, n, seed=2))},
                               repeats=repeats, warmup=WARMUP, sync=_sync(base))
     med = medians(times)
     return {"history_short_rows": rows["short"], "history_long_rows": rows["long"],
-            "update_predict_ms_short": 1e3 * med["short"], "update_predict_ms_long": 1e3 * med["long"],
+            "observe_ms_short": 1e3 * med["short"], "observe_ms_long": 1e3 * med["long"],
             "repeats": repeats, "long_over_short": med["long"] / med["short"]}
 
 
-def recompute_vs_update(base: ESSMForecaster, window: int, repeats: int) -> dict:
-    """A forward pass of the net over the last `window` rows against one update(1 row)+predict.
+def recompute_vs_observe(base: ESSMForecaster, window: int, repeats: int) -> dict:
+    """A forward pass of the net over the last `window` rows against one `observe` (row in, forecast out).
 
     The recompute side is the bare net forward (no scaling, no pandas), so the ratio is a floor.
     """
@@ -86,11 +96,25 @@ def recompute_vs_update(base: ESSMForecaster, window: int, repeats: int) -> dict
         with torch.no_grad():
             model.net_(x)
     times = interleaved_times({"recompute": recompute,
-                               "update": _stepper(model, _next_rows(model, repeats + WARMUP + 10, seed=3))},
+                               "observe": _observer(model, _next_rows(model, repeats + WARMUP + 10, seed=3))},
                               repeats=repeats, warmup=WARMUP, sync=_sync(model))
     med = medians(times)
-    return {"window": window, "recompute_ms": 1e3 * med["recompute"], "update_predict_ms": 1e3 * med["update"],
-            "repeats": repeats, "recompute_over_update": med["recompute"] / med["update"]}
+    return {"window": window, "recompute_ms": 1e3 * med["recompute"], "observe_ms": 1e3 * med["observe"],
+            "repeats": repeats, "recompute_over_observe": med["recompute"] / med["observe"]}
+
+
+def observe_latency(base: ESSMForecaster, repeats: int) -> dict:
+    """Median seconds of one new observation -> new forecast: `observe` and update(1 row)+predict()."""
+    fast, api = copy.deepcopy(base), copy.deepcopy(base)
+    n = repeats + WARMUP + 10
+    times = interleaved_times({"observe": _observer(fast, _next_rows(fast, n, seed=6)),
+                               "update_predict": _stepper(api, _next_rows(api, n, seed=6))},
+                              repeats=repeats, warmup=WARMUP, sync=_sync(base))
+    med = medians(times)
+    return {"horizon": HORIZON, "repeats": repeats, "observe_ms": 1e3 * med["observe"],
+            "update_predict_ms": 1e3 * med["update_predict"],
+            "observe_p90_ms": 1e3 * float(np.quantile(times["observe"], 0.9)),
+            "update_predict_p90_ms": 1e3 * float(np.quantile(times["update_predict"], 0.9))}
 
 
 def recompute_vs_step(base: ESSMForecaster, window: int, repeats: int) -> dict:
@@ -119,7 +143,7 @@ def recompute_vs_step(base: ESSMForecaster, window: int, repeats: int) -> dict:
 
 
 def arima_vs_update(base: ESSMForecaster, repeats: int) -> dict:
-    """statsmodels SARIMAX(2,0,1) `extend` by one row + 24-step forecast against eSSM update+predict."""
+    """statsmodels SARIMAX(2,0,1) `extend` by one row + 24-step forecast against eSSM `observe`."""
     from statsmodels.tsa.statespace.sarimax import SARIMAX
 
     with warnings.catch_warnings():
@@ -135,11 +159,11 @@ def arima_vs_update(base: ESSMForecaster, repeats: int) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # extend() warns about the index it does not have
         times = interleaved_times({"arima": arima_step,
-                                   "essm": _stepper(model, _next_rows(model, repeats + WARMUP + 10, seed=5))},
+                                   "essm": _observer(model, _next_rows(model, repeats + WARMUP + 10, seed=5))},
                                   repeats=repeats, warmup=WARMUP, sync=_sync(model))
     med = medians(times)
     return {"arima_order": [2, 0, 1], "arima_extend_forecast_ms": 1e3 * med["arima"],
-            "essm_update_predict_ms": 1e3 * med["essm"], "repeats": repeats,
+            "essm_observe_ms": 1e3 * med["essm"], "repeats": repeats,
             "arima_over_essm": med["arima"] / med["essm"]}
 
 

@@ -20,7 +20,8 @@ class ESSMForecaster(NeuralForecaster):
         target: column name(s) to forecast; None = every column. Other columns are inputs (MS).
         lookback: history one training example warms up on; the windowed backtest sees this many rows.
         d_model, n_layers, d_state, n_heads, bidirectional, discretization, init, mixer: the net
-            (see `tsessm.nn.ESSMNet`). A bidirectional model trains and backtests on windows but
+            (see `tsessm.nn.ESSMNet`); mixer "auto" adds a Linear head mixer only when
+            n_heads > 1, as the authors' eSSM does. A bidirectional model trains and backtests on windows but
             cannot stream. dt_min, dt_max: range of the initial step sizes (slowest and fastest
             memory: a state forgets at about exp(-dt / 2) per step, so dt_min=0.01 remembers
             ~200 steps, about what the 2 * lookback training windows show).
@@ -50,7 +51,7 @@ class ESSMForecaster(NeuralForecaster):
         bidirectional: bool = False,
         discretization: str = "zoh",
         init: str = "s4d-lin",
-        mixer: str = "linear",
+        mixer: str = "auto",
         dt_min: float = 1e-2,
         dt_max: float = 1e-1,
         dropout: float = 0.1,
@@ -109,6 +110,15 @@ class ESSMForecaster(NeuralForecaster):
             {"params": rest},
             {"params": dynamics, "lr": min(self.lr, _SSM_LR_CAP), "weight_decay": 0.0},
         ]
+
+    def _set_fitted_state(self, state: dict) -> None:
+        if any(name.endswith("ssm.B") and w.ndim == 4 for name, w in state["net_"].items()):
+            raise ValueError(
+                "this eSSM was saved in model file format 1 (tsessm 0.1.0), whose layer had complex "
+                "read-in and read-out weights; the format-2 layer (real B and C, tsessm 0.2.0) cannot "
+                "reproduce it exactly. Retrain the model (fit, or `tsessm train`) and save it again"
+            )
+        super()._set_fitted_state(state)
 
     def _reset_stream(self, xs) -> None:
         if self.bidirectional:  # no recurrent form: the forecast after fit comes from the last window

@@ -24,6 +24,7 @@ from tsessm.checks import positive_int
 from tsessm.data import standard_stats
 from tsessm.forecasters.base import BaseForecaster
 from tsessm.nn.differenced import Differenced
+from tsessm.nn.engine import compile_engine
 
 # Chunks shorter than this are absorbed step by step; longer ones by one prefill (same state).
 PREFILL_MIN_ROWS = 16
@@ -292,10 +293,41 @@ class NeuralForecaster(BaseForecaster):
             out = out[0]
         return self._anchor(out, xs[-1]), state
 
-    @torch.no_grad()
     def _update(self, values: np.ndarray) -> None:
+        if len(values) == 1:  # one row (a stream, `observe`): the numpy engine, no module calls
+            self._step_row(self._scale(values[0]))
+        else:
+            self._update_chunk(values)
+
+    @torch.no_grad()
+    def _update_chunk(self, values: np.ndarray) -> None:
         out, self.state_ = self._advance(self._tensor(self._scale(values)), self.state_)
         self.last_out_ = out.cpu().numpy()
+
+    def _engine(self):
+        """The net's numpy recurrent engine, compiled once per fitted net (`tsessm.nn.engine`)."""
+        cached = self.__dict__.get("_engine_cache")
+        if cached is None or cached[0] is not self.net_:
+            cached = self._engine_cache = (self.net_, compile_engine(self.net_))
+        return cached[1]
+
+    def _step_row(self, x: np.ndarray) -> None:
+        """Advance the state by one scaled row x (C,) float32 through the engine (equal to `net.step`)."""
+        on_cpu = self.device_.type == "cpu"
+        # The engine's own arrays from the last row, while `state_` is still what it returned.
+        torch_state, state = self.__dict__.get("_numpy_state", (None, None))
+        if torch_state is not self.state_:
+            state = [s.numpy() if on_cpu else s.cpu().numpy() for s in self.state_]
+        out, state = self._engine_step(x[None], state)
+        self.state_ = [torch.from_numpy(s) if on_cpu else torch.from_numpy(s).to(self.device_) for s in state]
+        self._numpy_state = (self.state_, state)
+        self.last_out_ = out[0]
+
+    def _engine_step(self, x: np.ndarray, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One engine step of n series: scaled rows x (n, C) float32 -> (anchored forecasts (n, H, k),
+        new state), the numpy twin of `net.step` followed by `_anchor`."""
+        out, state = self._engine().step(x, state)
+        return (out + x[:, None, self.target_idx_] if self.relative else out), state
 
     def _predict(self) -> np.ndarray:
         return self._unscale_targets(self.last_out_)

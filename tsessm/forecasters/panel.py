@@ -196,10 +196,12 @@ class PanelForecaster(BaseEstimator):
             raise ValueError(f"series {ids[r]!r}: observation at {times[r]}, expected {expected[r]}")
         model = self.model_
         with torch.no_grad():
-            x_t = model._tensor(((values - self.mean_[rows]) / self.std_[rows]).astype(np.float32))
-            out, state = model.net_.step(x_t, select_states(self.state_, rows))
-            self.state_ = set_states(self.state_, rows, state)
-            self.last_out_[rows] = model._anchor(out, x_t)
+            x_t = ((values - self.mean_[rows]) / self.std_[rows]).astype(np.float32)
+            # the numpy engine on the selected rows' states: one batched step, no module calls
+            state = [s.cpu().numpy() for s in select_states(self.state_, rows)]
+            out, state = model._engine_step(x_t, state)
+            self.state_ = set_states(self.state_, rows, [model._tensor(s) for s in state])
+            self.last_out_[rows] = model._tensor(out)
         for i, t in zip(rows, times):
             self.last_time_[i] = t
         return self

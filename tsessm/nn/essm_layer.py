@@ -1,12 +1,15 @@
-"""The eSSM layer: block-diagonal diagonal complex MIMO state spaces with two exact views.
+"""The eSSM layer: block-diagonal diagonal MIMO state spaces with a real read-in and read-out.
 
-Per head s (of S), with h = d_model // S channels and n = d_state // S complex states:
+Per head s (of S), with h = d_model // S channels and n = d_state // S complex states, the
+authors' efficient form (ESSM.md section 4b):
 
-    x_k = Lambda_bar * x_{k-1} + B_bar @ u_k        (Lambda_bar: (n,), B_bar: (n, h))
-    y_k = Re(C @ x_k) + D * u_k                      (C: (h, n), D: (h,))
+    x_k = Lambda_bar * x_{k-1} + b_bar * (B @ u_k)   (Lambda_bar, b_bar: (n,) complex; B: (n, h) real)
+    y_k = C @ Re(x_k) + D * u_k                       (C: (h, n) real, D: (h,))
 
-`forward` evaluates this as a convolution ("project first, then convolve each state channel
-with its Vandermonde kernel by FFT"); `step` and `prefill` carry the state x explicitly.
+Because B u is real, Re(x_k) = sum_j K[j] * (B u)_{k-j} with the real kernel
+K[j] = Re(b_bar * Lambda_bar^j): `forward` projects first, convolves each state channel with
+its kernel by one real FFT of length 2L (time on the last axis), then reads out. `step` and
+`prefill` carry the complex state x explicitly: two exact views of one operator.
 """
 from __future__ import annotations
 
@@ -24,53 +27,71 @@ from tsessm.nn.init import INITS
 DISCRETIZATIONS = ("zoh", "bilinear")
 
 
-class _Operator(NamedTuple):
-    """The discretised layer as the views use it (S heads, n states, h channels per head)."""
+class StepOperator(NamedTuple):
+    """What one recurrent step needs, per head: x <- lambda_bar * x + b_bar * (B u); y = C Re(x) + D u."""
 
-    log_lambda_bar: Tensor  # (S, n) complex
     lambda_bar: Tensor  # (S, n) complex
-    # Real weights on interleaved (Re, Im) pairs -- torch's own layout of a complex tensor, so
-    # the projection is viewed as complex and the state as real without copying either.
-    w_in: Tensor  # (S, h, 2n): u -> (Re v_1, Im v_1, Re v_2, ...) of v = B_bar u
-    w_out: Tensor  # (S, 2n, h): (Re x_1, Im x_1, ...) -> Re(C x)
-    w_back: Tensor | None  # (S, 2n, h), the future's read-out (bidirectional only)
+    b_bar: Tensor  # (S, n) complex
+    B: Tensor  # (S, n, h) real
+    C: Tensor  # (S, h, n) real
+    D: Tensor  # (S, h) real
 
 
 def _softplus_inverse(x: Tensor) -> Tensor:
     return x + torch.log(-torch.expm1(-x))
 
 
-def _interleaved_readout(C: Tensor) -> Tensor:
-    """C (2, S, h, n) as (re, im) -> (S, 2n, h) read-out weights on interleaved (Re x, Im x) pairs."""
-    S, h, n = C.shape[1:]
-    return torch.stack([C[0], -C[1]], dim=-1).reshape(S, h, 2 * n).transpose(1, 2)
-
-
 def lambda_powers(log_lambda_bar: Tensor, length: int, first: int = 0) -> Tensor:
-    """Lambda_bar^k for k = first, ..., first + length - 1: (length, S, n) complex.
+    """Lambda_bar^k for k = first, ..., first + length - 1: (..., length) complex, time last.
 
-    As an outer product of ~sqrt(length) fine and ~sqrt(length) coarse powers, so a long kernel
-    costs one complex multiply per entry rather than one complex exp (several times dearer).
+    log_lambda_bar: (...,) complex. An outer product of ~sqrt(length) fine and ~sqrt(length)
+    coarse powers, so a long kernel costs one complex multiply per entry rather than one complex
+    exp (several times dearer).
     """
     block = math.isqrt(max(length - 1, 0)) + 1  # fine powers 0..block-1, block * block >= length
     real = log_lambda_bar.real.dtype
     fine = torch.arange(block, device=log_lambda_bar.device, dtype=real)
     coarse = torch.arange(first, first + length, block, device=log_lambda_bar.device, dtype=real)
-    fine = torch.exp(fine[:, None, None] * log_lambda_bar)  # (block, S, n)
-    coarse = torch.exp(coarse[:, None, None] * log_lambda_bar)  # (ceil(length / block), S, n)
-    return (coarse[:, None] * fine[None]).flatten(0, 1)[:length]
+    fine = torch.exp(log_lambda_bar[..., None] * fine)  # (..., block)
+    coarse = torch.exp(log_lambda_bar[..., None] * coarse)  # (..., ceil(length / block))
+    return (coarse[..., :, None] * fine[..., None, :]).flatten(-2)[..., :length]
 
 
-def causal_state_conv(v: Tensor, log_lambda_bar: Tensor) -> Tensor:
-    """x_k = sum_{j<=k} Lambda_bar^j v_{k-j} for every k, by FFT of length 2L (no wrap-around).
+class _CausalFFTConv(torch.autograd.Function):
+    """x[..., k] = sum_m K[..., m] v[..., k - m] over the last axis, by real FFTs of length 2L.
 
-    v: (batch, L, S, n) complex; log_lambda_bar: (S, n) complex. Returns (batch, L, S, n).
+    v: (batch, S, n, L) real; kernel: (S, n, M) real with M <= 2L (lags beyond L - 1 wrap to
+    negative lags: the bidirectional mirror). Returns (batch, S, n, L). The backward pass is written
+    out (two more FFTs, the kernel's gradient summed over the batch before its inverse FFT) instead
+    of autograd's, which pads, copies and conjugates complex tensors several times over.
     """
-    length = v.shape[1]
-    kernel = lambda_powers(log_lambda_bar, length)  # (L, S, n)
-    n_fft = 2 * length
-    x = torch.fft.ifft(torch.fft.fft(v, n=n_fft, dim=1) * torch.fft.fft(kernel, n=n_fft, dim=0), dim=1)
-    return x[:, :length]
+
+    @staticmethod
+    def forward(ctx, v: Tensor, kernel: Tensor) -> Tensor:
+        length = v.shape[-1]
+        v_f = torch.fft.rfft(v, n=2 * length)
+        k_f = torch.fft.rfft(kernel, n=2 * length)
+        ctx.save_for_backward(v_f, k_f)
+        ctx.kernel_length = kernel.shape[-1]
+        return torch.fft.irfft(v_f * k_f, n=2 * length)[..., :length]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        v_f, k_f = ctx.saved_tensors
+        length = grad.shape[-1]
+        g_f = torch.fft.rfft(grad, n=2 * length)
+        grad_v = grad_k = None
+        if ctx.needs_input_grad[0]:  # correlation with the kernel
+            grad_v = torch.fft.irfft(g_f * k_f.conj(), n=2 * length)[..., :length]
+        if ctx.needs_input_grad[1]:  # correlation of the output's gradient with the input
+            # sum_b conj(V_b) G_b in one reduction (a product then a sum would materialise both)
+            grad_k = torch.fft.irfft(torch.linalg.vecdot(v_f, g_f, dim=0), n=2 * length)[..., :ctx.kernel_length]
+        return grad_v, grad_k
+
+
+def causal_conv(v: Tensor, kernel: Tensor) -> Tensor:
+    """x_k = sum_{j<=k} K[j] v_{k-j}: v (batch, S, n, L), kernel (S, n, L) -> (batch, S, n, L)."""
+    return _CausalFFTConv.apply(v, kernel)
 
 
 class ESSMLayer(nn.Module):
@@ -84,6 +105,9 @@ class ESSMLayer(nn.Module):
         discretization: "zoh" or "bilinear".
         init: eigenvalue initialisation, "s4d-lin", "s4d-inv" or "legs".
         dt_min, dt_max: range of the log-uniform initial step size Delta (one per state).
+
+    Parameters per head: B (n x h) and C (h x n) real, D (h), Lambda (n complex), log Delta (n):
+    S (2 n h + h + 3 n) in all.
     """
 
     def __init__(
@@ -122,11 +146,11 @@ class ESSMLayer(nn.Module):
         self.lambda_im = nn.Parameter(lam.imag.clone())
         log_dt = torch.rand(S, n) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
         self.log_dt = nn.Parameter(log_dt)
-        self.B = nn.Parameter(torch.randn(2, S, n, h) / math.sqrt(2 * h))  # (re, im)
-        self.C = nn.Parameter(torch.randn(2, S, h, n) / math.sqrt(n))  # (re, im)
+        self.B = nn.Parameter(torch.randn(S, n, h) / math.sqrt(h))
+        self.C = nn.Parameter(torch.randn(S, h, n) / math.sqrt(n))
         self.D = nn.Parameter(torch.randn(S, h))
         if bidirectional:  # the future is read out through its own C, same Lambda and B
-            self.C_back = nn.Parameter(torch.randn(2, S, h, n) / math.sqrt(n))
+            self.C_back = nn.Parameter(torch.randn(S, h, n) / math.sqrt(n))
 
     # ----- the discretised system -------------------------------------------------------
     def continuous_lambda(self) -> Tensor:
@@ -134,74 +158,66 @@ class ESSMLayer(nn.Module):
         re = -(F.softplus(self.lambda_re_raw) + self._re_floor)
         return torch.complex(re, self.lambda_im)
 
-    def _discretize(self) -> _Operator:
-        """The discretised operator in the form the views use.
-
-        Without autograd (streaming) the result is cached until a parameter changes, so one
-        `step` costs a handful of small tensor ops, not a rediscretisation.
-        """
-        if torch.is_grad_enabled():
-            return self._compute_operator()
-        # the layer's own parameters (it has no submodules): cheaper than walking self.parameters()
-        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self._parameters.values())
-        if getattr(self, "_cache_key", None) != key:
-            self._cache = self._compute_operator()
-            self._cache_key = key
-        return self._cache
-
     def _discretize_states(self) -> tuple[Tensor, Tensor]:
-        """(log Lambda_bar (S, n), B_bar (S, n, h)), both complex."""
+        """(log Lambda_bar, b_bar), both (S, n) complex: B_bar = b_bar * B."""
         lam = self.continuous_lambda()
         dt = torch.exp(self.log_dt).to(lam.dtype)
-        B = torch.complex(self.B[0], self.B[1])
         if self.discretization == "zoh":
             log_lambda_bar = dt * lam
-            scale = torch.expm1(log_lambda_bar) / lam
+            b_bar = torch.expm1(log_lambda_bar) / lam
         else:
             denom = 1 - dt * lam / 2
             log_lambda_bar = torch.log((1 + dt * lam / 2) / denom)
-            scale = dt / denom
-        return log_lambda_bar, scale[..., None] * B
+            b_bar = dt / denom
+        return log_lambda_bar, b_bar
 
-    def _compute_operator(self) -> _Operator:
-        log_lambda_bar, B_bar = self._discretize_states()
-        # Re(C x) = C_re Re(x) - C_im Im(x): the read-out pairs are (C_re, -C_im).
-        w_in = torch.view_as_real(B_bar).permute(0, 2, 1, 3).reshape(self.n_heads, self.h, 2 * self.n)
-        w_out = _interleaved_readout(self.C)
-        w_back = _interleaved_readout(self.C_back) if self.bidirectional else None
-        return _Operator(log_lambda_bar, torch.exp(log_lambda_bar), w_in, w_out, w_back)
+    def step_operator(self) -> StepOperator:
+        """The recurrence's pieces, cached without autograd until a parameter changes, so one
+        `step` costs a handful of small tensor ops, not a rediscretisation."""
+        if torch.is_grad_enabled():
+            return self._compute_step_operator()
+        # the layer's own parameters (it has no submodules): cheaper than walking self.parameters()
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self._parameters.values())
+        if getattr(self, "_cache_key", None) != key:
+            self._cache = self._compute_step_operator()
+            self._cache_key = key
+        return self._cache
+
+    def _compute_step_operator(self) -> StepOperator:
+        log_lambda_bar, b_bar = self._discretize_states()
+        return StepOperator(torch.exp(log_lambda_bar), b_bar, self.B, self.C, self.D)
 
     def discrete_system(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(Lambda_bar (S, n), B_bar (S, n, h), C (S, h, n), D (S, h)) of the causal recurrence.
 
+        Lambda_bar, B_bar and C are complex (C with a zero imaginary part), so that
+        x_k = Lambda_bar * x_{k-1} + B_bar @ u_k, y_k = Re(C @ x_k) + D * u_k holds exactly.
         For a bidirectional layer this is the causal (past) half only.
         """
-        log_lambda_bar, B_bar = self._discretize_states()
-        return torch.exp(log_lambda_bar), B_bar, torch.complex(self.C[0], self.C[1]), self.D
+        log_lambda_bar, b_bar = self._discretize_states()
+        B_bar = b_bar[..., None] * self.B.to(b_bar.dtype)
+        return torch.exp(log_lambda_bar), B_bar, self.C.to(b_bar.dtype), self.D
+
+    def _kernel(self, length: int) -> tuple[Tensor, Tensor]:
+        """(b_bar * Lambda_bar^k for k < length (S, n, length) complex, its real part contiguous)."""
+        log_lambda_bar, b_bar = self._discretize_states()
+        k = b_bar[..., None] * lambda_powers(log_lambda_bar, length)
+        return k, k.real.contiguous()
 
     # ----- shared pieces ----------------------------------------------------------------
-    def _heads(self, u: Tensor) -> Tensor:
-        return u.reshape(*u.shape[:-1], self.n_heads, self.h)
-
-    def _per_head_matmul(self, a: Tensor, w: Tensor) -> Tensor:
-        """(..., S, i) @ (S, i, o) -> (..., S, o): one matmul for one head, else batched over heads."""
+    def _project(self, u: Tensor) -> Tensor:
+        """B @ u per head, time last: u (batch, L, d_model) -> v (batch, S, n, L) real."""
         if self.n_heads == 1:
-            return (a.squeeze(-2) @ w[0]).unsqueeze(-2)
-        lead = a.shape[:-2]
-        a = a.reshape(-1, self.n_heads, a.shape[-1]).transpose(0, 1)
-        return torch.bmm(a, w).transpose(0, 1).reshape(*lead, self.n_heads, w.shape[-1])
+            return torch.matmul(self.B[0], u.transpose(1, 2)).unsqueeze(1)
+        return torch.einsum("sic,blsc->bsil", self.B, u.unflatten(-1, (self.n_heads, self.h)))
 
-    def _project(self, u: Tensor, w_in: Tensor) -> Tensor:
-        """B_bar @ u per head: (..., d_model) real -> (..., S, n) complex, a view of the product."""
-        v = self._per_head_matmul(self._heads(u), w_in)
-        return torch.view_as_complex(v.unflatten(-1, (self.n, 2)))
-
-    def _readout(self, x: Tensor, w_out: Tensor, u: Tensor | None) -> Tensor:
-        """Re(C @ x) (+ D u) per head: x (..., S, n) complex -> (..., d_model) real."""
-        y = self._per_head_matmul(torch.view_as_real(x).flatten(-2), w_out)
-        if u is not None:
-            y = y + self.D * self._heads(u)
-        return y.reshape(*y.shape[:-2], self.d_model)
+    def _readout(self, x: Tensor, C: Tensor, u: Tensor | None) -> Tensor:
+        """C @ x (+ D u) per head: x (batch, S, n, L) real -> (batch, L, d_model)."""
+        if self.n_heads == 1:
+            y = torch.matmul(x[:, 0].transpose(1, 2), C[0].T)
+        else:
+            y = torch.einsum("sci,bsil->blsc", C, x).flatten(-2)
+        return y if u is None else torch.addcmul(y, self.D.reshape(-1), u)
 
     def _check_streamable(self, what: str) -> None:
         if self.bidirectional:
@@ -212,15 +228,16 @@ class ESSMLayer(nn.Module):
 
     # ----- convolution view -------------------------------------------------------------
     def forward(self, u: Tensor) -> Tensor:
-        """u: (batch, L, d_model) -> y: (batch, L, d_model), by FFT convolution."""
-        op = self._discretize()
-        v = self._project(u, op.w_in)
-        x = causal_state_conv(v, op.log_lambda_bar)
-        y = self._readout(x, op.w_out, u)
+        """u: (batch, L, d_model) -> y: (batch, L, d_model), by one real FFT convolution."""
+        length = u.shape[1]
+        _, kernel = self._kernel(length)  # (S, n, L) real
+        v = self._project(u)  # (batch, S, n, L)
+        y = self._readout(causal_conv(v, kernel), self.C, u)
         if self.bidirectional:
-            # Mirror kernel: x_back_k = sum_{j>k} Lambda_bar^{j-k} v_j (the present counted once).
-            x_back = causal_state_conv(v.flip(1), op.log_lambda_bar).flip(1) - v
-            y = y + self._readout(x_back, op.w_back, None)
+            # Mirror kernel: x_back_k = sum_{j>k} K[j-k] v_j, the kernel at negative lags (wrapped
+            # to the end of the 2L support), so the present is counted once.
+            mirror = torch.cat([kernel.new_zeros(*kernel.shape[:-1], length + 1), kernel[..., 1:].flip(-1)], -1)
+            y = y + self._readout(causal_conv(v, mirror), self.C_back, None)
         return y
 
     # ----- recurrent view ---------------------------------------------------------------
@@ -232,9 +249,12 @@ class ESSMLayer(nn.Module):
     def step(self, u_t: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """One observation: u_t (batch, d_model), state (batch, S, n) -> (y_t, new state)."""
         self._check_streamable("step")
-        op = self._discretize()
-        state = op.lambda_bar * state + self._project(u_t, op.w_in)
-        return self._readout(state, op.w_out, u_t), state
+        op = self.step_operator()
+        u_h = u_t.unflatten(-1, (self.n_heads, self.h))  # (batch, S, h)
+        v = (op.B @ u_h[..., None]).squeeze(-1)  # (batch, S, n) real
+        state = op.lambda_bar * state + op.b_bar * v
+        y = (op.C @ state.real[..., None]).squeeze(-1) + op.D * u_h
+        return y.flatten(-2), state
 
     def prefill(self, u: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Convolution view over u (batch, L, d_model) starting from `state` (zero if None).
@@ -243,9 +263,16 @@ class ESSMLayer(nn.Module):
         equal to calling `step` L times.
         """
         self._check_streamable("prefill")
-        op = self._discretize()
-        x = causal_state_conv(self._project(u, op.w_in), op.log_lambda_bar)
+        length = u.shape[1]
+        k_complex, kernel = self._kernel(length)
+        v = self._project(u)  # (batch, S, n, L)
+        x = causal_conv(v, kernel)
+        # The complex state after the last step: sum_j b_bar Lambda_bar^(L-1-j) v_j (+ the carried one).
+        weights = k_complex.flip(-1)
+        last = torch.complex((v * weights.real).sum(-1), (v * weights.imag).sum(-1))
         if state is not None:
-            # The carried state decays as Lambda_bar^(k+1) into position k.
-            x = x + lambda_powers(op.log_lambda_bar, u.shape[1], first=1) * state[:, None]
-        return self._readout(x, op.w_out, u), x[:, -1]
+            log_lambda_bar, _ = self._discretize_states()
+            carried = lambda_powers(log_lambda_bar, length, first=1) * state[..., None]  # (batch, S, n, L)
+            x = x + carried.real
+            last = last + carried[..., -1]
+        return self._readout(x, self.C, u), last

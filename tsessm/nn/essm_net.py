@@ -1,7 +1,10 @@
 """ESSMNet: a deep causal eSSM that forecasts the next `horizon` steps at every position.
 
-encoder -> n_layers x [norm -> ESSMLayer -> GELU -> mixer -> dropout -> + residual]
+encoder -> n_layers x [norm -> ESSMLayer -> GELU -> (head mixer) -> dropout -> + residual]
         -> norm -> horizon head
+
+As in the authors' layer, a position-wise head mixer follows the activation only when there are
+several heads (`mixer="auto"`): with one head the MIMO B and C already mix every channel.
 
 Everything but the ESSMLayer is position-wise, so the convolution view (`forward`), the
 recurrent view (`step`) and `prefill` compute the same function.
@@ -14,20 +17,32 @@ from tsessm.checks import positive_int
 from tsessm.nn.essm_layer import ESSMLayer
 
 
-# The position-wise mixer that lets the heads talk: "linear" (d^2 weights) or "glu" (2 d^2).
+# The position-wise mixer that lets the heads talk: none, "linear" (d^2 weights) or "glu" (2 d^2).
 _MIXERS = {
+    "none": lambda d: [],
     "linear": lambda d: [nn.Linear(d, d)],
     "glu": lambda d: [nn.Linear(d, 2 * d), nn.GLU(dim=-1)],
 }
+MIXERS = ("auto", *_MIXERS)
+
+
+def resolve_mixer(mixer: str, n_heads: int) -> str:
+    """"auto" -> "linear" with several heads, "none" with one (the MIMO B and C mix already)."""
+    if mixer not in MIXERS:
+        raise ValueError(f"mixer must be one of {list(MIXERS)}, got {mixer!r}")
+    if mixer == "auto":
+        return "linear" if n_heads > 1 else "none"
+    return mixer
 
 
 class ESSMBlock(nn.Module):
     """One residual block; `forward`, `step` and `prefill` mirror ESSMLayer's."""
 
-    def __init__(self, d_model: int, dropout: float, mixer: str = "linear", **layer_kwargs) -> None:
+    def __init__(self, d_model: int, dropout: float, mixer: str = "auto", **layer_kwargs) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(d_model)
         self.ssm = ESSMLayer(d_model, **layer_kwargs)
+        mixer = resolve_mixer(mixer, self.ssm.n_heads)
         self.mixer = nn.Sequential(nn.GELU(), *_MIXERS[mixer](d_model))
         self.dropout = nn.Dropout(dropout)
 
@@ -68,11 +83,10 @@ class ESSMNet(nn.Module):
         init: str = "s4d-lin",
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
-        mixer: str = "linear",
+        mixer: str = "auto",
     ) -> None:
         super().__init__()
-        if mixer not in _MIXERS:
-            raise ValueError(f"mixer must be one of {sorted(_MIXERS)}, got {mixer!r}")
+        resolve_mixer(mixer, 1)  # names a bad value before any layer is built
         sizes = {"n_in": n_in, "n_out": n_out, "horizon": horizon, "n_layers": n_layers, "d_model": d_model}
         n_in, n_out, horizon, n_layers, d_model = (positive_int(k, v) for k, v in sizes.items())
         if not 0 <= dropout < 1:

@@ -106,11 +106,9 @@ class SingleSeriesAdapter:
 
     def apply(self, series_id: SeriesId, time: pd.Timestamp, values: dict[str, float]) -> None:
         self._check(series_id)
-        row = np.array([[values[c] for c in self.columns]], dtype=np.float64)
-        frame = pd.DataFrame(row, columns=self.columns, index=pd.DatetimeIndex([time], name=self._index_name))
-        try:
-            self.model.update(frame)  # validates before it changes anything
-        except ValueError as exc:
+        try:  # `observe` validates before it changes anything (the fast one-row path)
+            self.model.observe([values[c] for c in self.columns], time)
+        except (ValueError, TypeError) as exc:
             raise RecordError(str(exc)) from None
 
     def forecast(self, series_id: SeriesId) -> dict[str, list[float]]:
