@@ -110,8 +110,8 @@ def test_lstm_forecaster_fit_predict_update_save_load(tmp_path):
     assert forecast.index[0] == frame.index[180]
 
     chunk = frame.iloc[180:220]  # >= 16 rows: absorbed by one prefill
-    model.save(tmp_path / "lstm.pkl")
-    stepwise = LSTMForecaster.load(tmp_path / "lstm.pkl")
+    model.save(tmp_path / "lstm.tsm")
+    stepwise = LSTMForecaster.load(tmp_path / "lstm.tsm")
     np.testing.assert_array_equal(stepwise.predict().to_numpy(), forecast.to_numpy())
     model.update(chunk)
     for i in range(len(chunk)):
@@ -121,8 +121,8 @@ def test_lstm_forecaster_fit_predict_update_save_load(tmp_path):
     whole = model._forecast_stream(frame.iloc[:220].to_numpy())[-1]
     np.testing.assert_allclose(model.predict().to_numpy(), whole, rtol=1e-5, atol=1e-5)
 
-    model.save(tmp_path / "lstm2.pkl")
-    loaded = LSTMForecaster.load(tmp_path / "lstm2.pkl")
+    model.save(tmp_path / "lstm2.tsm")
+    loaded = LSTMForecaster.load(tmp_path / "lstm2.tsm")
     np.testing.assert_array_equal(loaded.predict().to_numpy(), model.predict().to_numpy())
     loaded.update(frame.iloc[220:225])
     model.update(frame.iloc[220:225])
@@ -244,13 +244,13 @@ def test_arima_models_each_target_and_ignores_inputs(tmp_path):
     np.testing.assert_allclose(model.predict()["b"].to_numpy(), solo.predict()[:, 0], rtol=0, atol=1e-12)
 
     model.update(frame.iloc[200:230])
-    model.save(tmp_path / "arima.pkl")
-    loaded = ARIMAForecaster.load(tmp_path / "arima.pkl")
+    model.save(tmp_path / "arima.tsm")
+    loaded = ARIMAForecaster.load(tmp_path / "arima.tsm")
     pd.testing.assert_frame_equal(loaded.predict(), model.predict())
     loaded.update(frame.iloc[230:240])
     model.update(frame.iloc[230:240])
     pd.testing.assert_frame_equal(loaded.predict(), model.predict())
-    assert (tmp_path / "arima.pkl").stat().st_size < 20_000  # parameters and state, not the data
+    assert (tmp_path / "arima.tsm").stat().st_size < 20_000  # parameters and state, not the data
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ def csv(tmp_path_factory):
 
 
 def test_train_backtest_predict_round_trip(csv, tmp_path, capsys):
-    model = tmp_path / "m.pkl"
+    model = tmp_path / "m.tsm"
     assert main(["train", str(csv), "--target", "load", "--horizon", "6", "--out", str(model), *TINY]) == 0
     assert model.is_file()
     metrics, plot = tmp_path / "bt.csv", tmp_path / "bt.png"
@@ -43,12 +43,12 @@ def test_train_backtest_predict_round_trip(csv, tmp_path, capsys):
 
 
 def test_bad_input_is_one_line_and_exit_1(csv, tmp_path, capsys):
-    code = main(["train", str(csv), "--target", "nope", "--out", str(tmp_path / "m.pkl"), *TINY])
+    code = main(["train", str(csv), "--target", "nope", "--out", str(tmp_path / "m.tsm"), *TINY])
     err = capsys.readouterr().err
     assert code == 1
     assert err.count("\n") == 1 and "nope" in err and "Traceback" not in err
-    assert main(["predict", "--model", str(tmp_path / "missing.pkl")]) == 1
-    assert "missing.pkl" in capsys.readouterr().err
+    assert main(["predict", "--model", str(tmp_path / "missing.tsm")]) == 1
+    assert "missing.tsm" in capsys.readouterr().err
 
 
 def test_bad_arguments_exit_2_and_help_reads_well():
@@ -62,7 +62,7 @@ def test_bad_arguments_exit_2_and_help_reads_well():
 
 def test_debug_shows_the_traceback(csv, tmp_path):
     with pytest.raises(ValueError, match="nope"):
-        main(["--debug", "train", str(csv), "--target", "nope", "--out", str(tmp_path / "m.pkl"), *TINY])
+        main(["--debug", "train", str(csv), "--target", "nope", "--out", str(tmp_path / "m.tsm"), *TINY])
 
 
 def test_every_command_is_wired(tmp_path, capsys):

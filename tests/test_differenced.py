@@ -61,18 +61,19 @@ def test_relative_differenced_forecast_moves_with_the_level(cls):
 
 
 def test_model_files_from_before_difference_load_as_level_models(tmp_path):
-    """A file written before `difference` existed holds a level-input net; the new default must not apply."""
+    """A (pickled) file written before `difference` existed holds a level-input net; the new default
+    must not apply. (Such eSSM files hold the format-1 layer and are refused; the LSTM's load.)"""
     import pickle
 
     t = np.arange(200)
     y = pd.DataFrame({"y": np.sin(t / 5)}, index=pd.date_range("2024-01-01", periods=200, freq="h"))
-    model = ESSMForecaster(horizon=4, lookback=16, d_model=8, n_layers=1, epochs=1, steps_per_epoch=2, verbose=0,
+    model = LSTMForecaster(horizon=4, lookback=16, d_model=8, n_layers=1, epochs=1, steps_per_epoch=2, verbose=0,
                            random_state=0, difference=False).fit(y)
+    params = model.get_params(deep=False)
+    del params["difference"]  # what an older version wrote
     path = tmp_path / "old.pkl"
-    model.save(path)
-    payload = pickle.loads(path.read_bytes())
-    del payload["params"]["difference"]  # what an older version wrote
-    path.write_bytes(pickle.dumps(payload))
-    loaded = ESSMForecaster.load(path)
+    path.write_bytes(pickle.dumps({"format": 1, "class": "tsessm.forecasters.lstm.LSTMForecaster",
+                                   "params": params, "state": model._get_fitted_state()}))
+    loaded = LSTMForecaster.load(path, allow_pickle=True)
     assert loaded.difference is False
     np.testing.assert_allclose(loaded.predict().to_numpy(), model.predict().to_numpy(), rtol=0, atol=0)

@@ -133,8 +133,8 @@ def test_observe_on_numpy_fits_takes_no_time_and_survives_save_load(tmp_path):
     assert out.shape == (6, 2)
     with pytest.raises(ValueError, match="integer steps"):
         model.observe(values[301], time=301)
-    model.save(tmp_path / "m.pkl")
-    loaded = ESSMForecaster.load(tmp_path / "m.pkl")
+    model.save(tmp_path / "m.tsm")
+    loaded = ESSMForecaster.load(tmp_path / "m.tsm")
     np.testing.assert_allclose(loaded.observe(values[301]), model.observe(values[301]), rtol=1e-6)
 
 

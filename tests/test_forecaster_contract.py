@@ -620,8 +620,50 @@ def test_load_rejects_wrong_class_and_foreign_files(case, tmp_path, fitted):
         other.load(path)
     junk = tmp_path / "junk.pkl"
     junk.write_bytes(pickle.dumps([1, 2, 3]))
-    with pytest.raises(ValueError, match="not a tsessm model"):
+    with pytest.raises(ValueError, match="pickle"):
         type(model).load(junk)
+    with pytest.raises(ValueError, match="not a tsessm model"):
+        type(model).load(junk, allow_pickle=True)
+
+
+def _legacy_pickle(model, path, essm_format_1: bool) -> None:
+    """The pickled file tsessm 0.2 and older wrote (format 1 with the complex-B/C eSSM layer)."""
+    state = model._get_fitted_state()
+    if essm_format_1:  # the format-1 layer: complex B (2, S, n, h) and C (2, S, h, n) as (re, im)
+        state["net_"] = {k: torch.stack([v, v]) if k.endswith(("ssm.B", "ssm.C")) else v
+                         for k, v in state["net_"].items()}
+    payload = {"format": 1, "class": f"{type(model).__module__}.{type(model).__qualname__}",
+               "params": model.get_params(deep=False), "state": state}
+    path.write_bytes(pickle.dumps(payload))
+
+
+def test_pickles_are_refused_unless_trusted_and_old_essm_layers_are_refused(case, tmp_path, fitted):
+    model = fitted(case)
+    is_essm = isinstance(model, ESSMForecaster)
+    _legacy_pickle(model, tmp_path / "old.pkl", essm_format_1=is_essm)
+    with pytest.raises(ValueError, match="a pickle .*allow_pickle=True"):
+        BaseForecaster.load(tmp_path / "old.pkl")
+    if is_essm:
+        with pytest.raises(ValueError, match="format 1 .*Retrain"):
+            BaseForecaster.load(tmp_path / "old.pkl", allow_pickle=True)
+        _legacy_pickle(model, tmp_path / "old.pkl", essm_format_1=False)
+    loaded = type(model).load(tmp_path / "old.pkl", allow_pickle=True)
+    np.testing.assert_array_equal(vals(loaded.predict()), vals(model.predict()))
+    loaded.save(tmp_path / "new.tsm")  # re-saved: now a file that holds no code
+    assert (tmp_path / "new.tsm").read_bytes()[:2] == b"PK"
+    np.testing.assert_array_equal(vals(BaseForecaster.load(tmp_path / "new.tsm").predict()), vals(model.predict()))
+
+
+def test_observe_equals_update_one_row_then_predict(case, fitted):
+    model = fitted(case)
+    api = copy.deepcopy(model)
+    for t in range(N_FIT, N_FIT + 5):
+        out = model.observe(Y.iloc[t][list(model.columns_)].to_numpy(), Y.index[t])
+        api.update(Y.iloc[t : t + 1])
+        expected = vals(api.predict())
+        assert out.shape == (model.horizon, len(model.target_columns_))
+        np.testing.assert_allclose(out, expected.reshape(out.shape), rtol=1e-9, atol=1e-12)
+    assert model.last_index_.equals(api.last_index_) and model.n_seen_ == api.n_seen_
 
 
 def test_essm_load_with_device_override(tmp_path, fitted):

@@ -25,10 +25,10 @@ def test_train_entry_point_runs_and_logs(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "mlflow", "run", str(project), "-e", "train", "--env-manager", "local",
          "--experiment-name", "project-test", "-P", f"dataset={data}", "-P", "horizon=4", "-P", "lookback=16",
-         "-P", "epochs=1", "-P", f"out={tmp_path / 'm.pkl'}"],
+         "-P", "epochs=1", "-P", f"out={tmp_path / 'm.tsm'}"],
         capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert (tmp_path / "m.pkl").is_file()
+    assert (tmp_path / "m.tsm").is_file()
     mlflow.set_tracking_uri(uri)
     try:
         client = MlflowClient(uri)
@@ -38,6 +38,6 @@ def test_train_entry_point_runs_and_logs(tmp_path):
         run = runs[0]
         assert run.data.params["horizon"] == "4" and run.data.params["dataset_name"] == "series.csv"
         assert "fit_seconds" in run.data.metrics and run.info.status == "FINISHED"
-        assert any(a.path == "m.pkl" for a in client.list_artifacts(run.info.run_id))
+        assert any(a.path == "m.tsm" for a in client.list_artifacts(run.info.run_id))
     finally:
         mlflow.set_tracking_uri(None)

@@ -39,8 +39,8 @@ def _reference(panel, history: pd.DataFrame) -> np.ndarray:
 
 
 def test_update_of_a_subset_equals_convolution_and_leaves_others_untouched(fitted, tmp_path):
-    fitted.save(tmp_path / "p.pkl")
-    panel = PanelForecaster.load(tmp_path / "p.pkl")
+    fitted.save(tmp_path / "p.tsm")
+    panel = PanelForecaster.load(tmp_path / "p.tsm")
     before_c = panel.predict(ids=["c"])
     full = _panel(n=200)
     new = full[(full.ds >= START + pd.Timedelta(hours=160)) & full.unique_id.isin(["a", "b"])]
@@ -56,8 +56,8 @@ def test_update_of_a_subset_equals_convolution_and_leaves_others_untouched(fitte
 
 
 def test_new_series_gets_state_from_its_own_history(fitted, tmp_path):
-    fitted.save(tmp_path / "p.pkl")
-    panel = PanelForecaster.load(tmp_path / "p.pkl")
+    fitted.save(tmp_path / "p.tsm")
+    panel = PanelForecaster.load(tmp_path / "p.tsm")
     newcomer = _panel(ids=("d",), n=40)
     newcomer["y"] = newcomer["y"] * 3 + 100
     panel.update(newcomer)
@@ -68,8 +68,8 @@ def test_new_series_gets_state_from_its_own_history(fitted, tmp_path):
 
 
 def test_bad_updates_leave_every_state_unchanged(fitted, tmp_path):
-    fitted.save(tmp_path / "p.pkl")
-    panel = PanelForecaster.load(tmp_path / "p.pkl")
+    fitted.save(tmp_path / "p.tsm")
+    panel = PanelForecaster.load(tmp_path / "p.tsm")
     before = panel.predict()
     late = _panel(ids=("a",), n=2, offset=170)  # leaves a gap after hour 159
     ok = _panel(ids=("b",), n=2, offset=160)
@@ -96,8 +96,8 @@ def test_polars_in_polars_out_and_unknown_predict_id(fitted):
 
 
 def test_observe_fast_path_equals_update(fitted, tmp_path):
-    fitted.save(tmp_path / "p.pkl")
-    by_update, by_observe = PanelForecaster.load(tmp_path / "p.pkl"), PanelForecaster.load(tmp_path / "p.pkl")
+    fitted.save(tmp_path / "p.tsm")
+    by_update, by_observe = PanelForecaster.load(tmp_path / "p.tsm"), PanelForecaster.load(tmp_path / "p.tsm")
     new = _panel(ids=("c", "a"), n=1, offset=160)
     by_update.update(new)
     by_observe.observe(list(new.unique_id), list(new.ds), new[["y", "x"]].to_numpy())
@@ -113,13 +113,13 @@ def test_observe_fast_path_equals_update(fitted, tmp_path):
 def test_stream_runner_serves_a_panel_with_checkpoints(fitted, tmp_path):
     from tsessm.stream import run_stream
 
-    fitted.save(tmp_path / "p.pkl")
-    reference = PanelForecaster.load(tmp_path / "p.pkl")
+    fitted.save(tmp_path / "p.tsm")
+    reference = PanelForecaster.load(tmp_path / "p.tsm")
     new = _panel(n=6, offset=160).sort_values(["ds", "unique_id"])
     records = [{"sid": r.unique_id, "time": r.ds.isoformat(), "y": r.y, "x": r.x} for r in new.itertuples()]
     records.insert(2, {"sid": "zz", "time": records[0]["time"], "y": 1.0, "x": 0.0})  # unknown id
     lines = []
-    result = run_stream(str(tmp_path / "p.pkl"), records, lines.append, checkpoint=tmp_path / "ckpt",
+    result = run_stream(str(tmp_path / "p.tsm"), records, lines.append, checkpoint=tmp_path / "ckpt",
                         checkpoint_every=4, id_col="sid", on_bad_record="skip")
     assert result.exit_code == 0 and result.counters.bad == 1 and result.counters.applied == len(new)
     last = {}

@@ -103,8 +103,8 @@ def test_load_forecaster_and_alias_moves(store, tmp_path):
     run_uri = f"runs:/{store['infos']['essm'].run_id}/essm"
     np.testing.assert_allclose(_values(registry.load_forecaster(run_uri).predict()),
                                _values(model.predict()), rtol=0, atol=0)
-    model.save(tmp_path / "m.pkl")  # a plain path still works
-    assert registry.load_forecaster(tmp_path / "m.pkl").n_seen_ == model.n_seen_
+    model.save(tmp_path / "m.tsm")  # a plain path still works
+    assert registry.load_forecaster(tmp_path / "m.tsm").n_seen_ == model.n_seen_
 
     updated = copy.deepcopy(model).update(new)
     with tracking.start_run(True, "registry-test", run_name="aliases") as tracker:
@@ -153,13 +153,13 @@ def test_panel_and_numpy_models(store):
 
 def test_tracking_load_forecaster_takes_paths_and_uris(store, tmp_path):
     model = store["models"]["naive"]
-    model.save(tmp_path / "naive.pkl")
-    for source in (tmp_path / "naive.pkl", str(tmp_path / "naive.pkl"), "models:/tsessm-naive@champion"):
+    model.save(tmp_path / "naive.tsm")
+    for source in (tmp_path / "naive.tsm", str(tmp_path / "naive.tsm"), "models:/tsessm-naive@champion"):
         pd.testing.assert_frame_equal(tracking.load_forecaster(source).predict(), model.predict())
     assert tracking.is_model_uri("models:/x@champion") and tracking.is_model_uri("runs:/abc/model")
-    assert not tracking.is_model_uri(tmp_path / "naive.pkl")
+    assert not tracking.is_model_uri(tmp_path / "naive.tsm")
     with pytest.raises(FileNotFoundError):
-        registry.load_forecaster(tmp_path / "missing.pkl")
+        registry.load_forecaster(tmp_path / "missing.tsm")
 
 
 def test_null_tracker_log_model_is_a_noop(store):

@@ -33,7 +33,7 @@ def data():
 def model_path(data, tmp_path_factory):
     model = ESSMForecaster(horizon=4, lookback=16, d_model=8, d_state=8, n_layers=1, epochs=1,
                            steps_per_epoch=2, verbose=0, random_state=0, device="cpu")
-    path = tmp_path_factory.mktemp("stream") / "model.pkl"
+    path = tmp_path_factory.mktemp("stream") / "model.tsm"
     model.fit(data.iloc[:N_FIT]).save(path)
     return path
 
@@ -144,7 +144,7 @@ def test_restart_resumes_at_the_checkpoint_position(model_path, new, expected, t
     assert second.adapter.model.n_seen_ == N_FIT + N_NEW  # every observation applied exactly once
     saved = BaseForecaster.load(ckpt / manifest(ckpt)["model_file"])
     assert saved.n_seen_ == N_FIT + N_NEW and saved.last_index_[0] == new.index[-1]
-    assert sorted(p.name for p in ckpt.glob("model-*.pkl")) == [manifest(ckpt)["model_file"]]
+    assert sorted(p.name for p in ckpt.glob("model-*.tsm")) == [manifest(ckpt)["model_file"]]
     # A stream (not positional) replayed from the start: old timestamps are skipped and counted.
     third = run_stream(str(model_path), records(new), checkpoint=ckpt)
     assert third.lines == [] and third.counters.duplicates == 60 + N_NEW and third.counters.applied == N_NEW
@@ -355,10 +355,10 @@ def test_cli_bad_arguments_exit_2_and_help_has_an_example(model_path, new, tmp_p
             main(argv)
         assert exc.value.code == 2, argv
     capsys.readouterr()
-    missing = ["--model", str(tmp_path / "nope.pkl"), "--input", str(source), "--checkpoint", str(tmp_path / "c")]
+    missing = ["--model", str(tmp_path / "nope.tsm"), "--input", str(source), "--checkpoint", str(tmp_path / "c")]
     assert main(missing) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "nope.pkl" in err
+    assert err.count("\n") == 1 and "nope.tsm" in err
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "checkpoint.json").write_text("{not json")
@@ -370,7 +370,7 @@ def test_cli_bad_arguments_exit_2_and_help_has_an_example(model_path, new, tmp_p
         main(["--help"])
     assert exc.value.code == 0
     helped = capsys.readouterr().out
-    assert "example" in helped and "| tsessm stream --model model.pkl --input -" in helped
+    assert "example" in helped and "| tsessm stream --model model.tsm --input -" in helped
     # The lead's wiring: `tsessm stream ...` through a sub-command parser.
     import argparse
 

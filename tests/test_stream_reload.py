@@ -205,7 +205,7 @@ def test_durations_and_setup_errors(store, tmp_path, capsys):
         with pytest.raises(ValueError):
             parse_duration(bad)
     registry.promote(NAME, 1)
-    model = tmp_path / "model.pkl"
+    model = tmp_path / "model.tsm"
     store["models"][NAME][0].save(model)
     base = ["--input", str(tmp_path / "in.csv"), "--checkpoint", str(tmp_path / "c")]
     store["new"].iloc[:3].reset_index().to_csv(tmp_path / "in.csv", index=False)

@@ -59,13 +59,13 @@ def test_start_run_logs_to_a_tracking_server(server, tmp_path, monkeypatch):
     index = pd.date_range("2024-01-01", periods=120, freq="h")
     y = pd.DataFrame({"load": np.sin(np.arange(120) / 6)}, index=index)
     model = tsessm.NaiveForecaster(horizon=4).fit(y)
-    model.save(client_dir / "naive.pkl")
+    model.save(client_dir / "naive.tsm")
 
     with tracking.start_run(True, "srv-test", run_name="server") as tracker:
         tracker.log_params({"horizon": 4, "dataset": "synthetic"})
         tracker.log_history([{"epoch": 0, "loss": 1.0}, {"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25}])
         tracker.log_metrics({"mse": 0.125})
-        tracker.log_artifact(client_dir / "naive.pkl")
+        tracker.log_artifact(client_dir / "naive.tsm")
         tracker.log_dict({"rows": 120}, "summary.json")
         figure, ax = plt.subplots(figsize=(2, 2))
         ax.plot(y["load"].to_numpy())
@@ -82,7 +82,7 @@ def test_start_run_logs_to_a_tracking_server(server, tmp_path, monkeypatch):
     assert run.data.tags["version.mlflow"] == mlflow.__version__ and "git_commit" in run.data.tags
     history = client.get_metric_history(run_id, "loss")
     assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(0, 1.0), (1, 0.5), (2, 0.25)]
-    assert {"naive.pkl", "summary.json", "series.png"} <= {f.path for f in client.list_artifacts(run_id)}
+    assert {"naive.tsm", "summary.json", "series.png"} <= {f.path for f in client.list_artifacts(run_id)}
 
     experiment = client.get_experiment_by_name("srv-test")
     assert experiment.artifact_location.startswith("mlflow-artifacts:")  # proxied through the server
@@ -94,10 +94,10 @@ def test_start_run_logs_to_a_tracking_server(server, tmp_path, monkeypatch):
     assert registry.get_version("no-such-model", "champion") is None
     registry.promote("srv-model", 1)
     assert registry.get_version("srv-model", "champion") == 1
-    for source in ("models:/srv-model@champion", f"runs:/{run_id}/naive.pkl"):
+    for source in ("models:/srv-model@champion", f"runs:/{run_id}/naive.tsm"):
         loaded = registry.load_forecaster(source)
         pd.testing.assert_frame_equal(loaded.predict(), model.predict())
 
     # everything went to the server: its artifact folder, nothing written next to the client
-    assert any(p.name == "naive.pkl" for p in (root / "art").rglob("*"))
+    assert any(p.name == "naive.tsm" for p in (root / "art").rglob("*"))
     assert not (client_dir / "mlruns.db").exists() and not (client_dir / "mlartifacts").exists()

@@ -257,8 +257,8 @@ def _check_tracked_runs(mlflow, runs, result: TuneResult) -> None:
     parent = parents[0].data
     assert parent.params["study_name"] == "tracked" and "best.lr" in parent.params
     assert {"best_val_loss", "test_windowed_mse", "test_windowed_mae"} <= set(parent.metrics)
-    assert [a.path for a in client.list_artifacts(result.run_id)] == ["best_model.pkl"]
-    assert result.model_uri == f"runs:/{result.run_id}/best_model.pkl"
+    assert [a.path for a in client.list_artifacts(result.run_id)] == ["best_model.tsm"]
+    assert result.model_uri == f"runs:/{result.run_id}/best_model.tsm"
 
 
 # ----- command line ------------------------------------------------------------------------

@@ -7,13 +7,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from tsessm.redact import mask
+
 EXAMPLES = """\
 examples:
   tsessm demo                                     # train eSSM on ETTh1, backtest vs baselines, plot
-  tsessm train ETTh1 --columns OT --horizon 24 --out essm.pkl
-  tsessm backtest ETTh1 --columns OT --model essm.pkl --mode both --plot backtest.png
-  tsessm predict --model essm.pkl --update new_rows.csv --out forecast.csv
-  tsessm train my_series.csv --target load --model lstm --epochs 5 --out lstm.pkl
+  tsessm train ETTh1 --columns OT --horizon 24 --out essm.tsm
+  tsessm backtest ETTh1 --columns OT --model essm.tsm --mode both --plot backtest.png
+  tsessm predict --model essm.tsm --update new_rows.csv --out forecast.csv
+  tsessm train my_series.csv --target load --model lstm --epochs 5 --out lstm.tsm
 """
 
 # Model options with a flag of their own; anything else goes through --set name=value.
@@ -29,6 +31,14 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="folder with the benchmark files (default: $TSESSM_DATA_DIR, datasets/, ../shared/datasets)")
     p.add_argument("--time-col", help="timestamp column of a CSV/Parquet file (default: date/time/timestamp/ds)")
     p.add_argument("--columns", help="comma-separated columns to use (default: all); e.g. OT for the univariate setting")
+
+
+TRUST_PICKLE_HELP = ("also read model files that are pickles (tsessm 0.2 and older). A pickle runs the code it "
+                     "holds while it loads: use this only for files from a source you trust, then save them again")
+
+
+def _trust_pickle_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
 
 
 def _model_args(p: argparse.ArgumentParser, default_model: str | None = "essm") -> None:
@@ -69,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("backtest", help="evaluate a model on the test split (windowed and/or one-pass)")
     _data_args(p)
     _model_args(p)
+    _trust_pickle_arg(p)
     p.add_argument("--mode", choices=["windowed", "one-pass", "both"], default="windowed")
     p.add_argument("--plot", help="save a forecast/error-by-horizon PNG here")
     p.add_argument("--out", help="write the per-step metrics as CSV here")
@@ -76,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="forecast from a saved model, optionally after absorbing new rows")
     p.add_argument("--model", required=True, help="a file written by `tsessm train`, or models:/NAME@alias")
+    _trust_pickle_arg(p)
     p.add_argument("--update", help="CSV/Parquet of observations that follow the training data")
     p.add_argument("--time-col", help="timestamp column of the --update file")
     p.add_argument("--fh", help="comma-separated steps to return (default 1..horizon)")
@@ -142,7 +154,7 @@ def _fitted_or_new(args: argparse.Namespace):
         if not (is_model_uri(args.model) or Path(args.model).exists()):
             raise ValueError(f"--model {args.model!r} is neither a model name ({', '.join(MODELS)}), "
                              "a file nor an MLflow URI such as models:/NAME@champion")
-        return load_forecaster(args.model), False
+        return load_forecaster(args.model, allow_pickle=getattr(args, "trust_pickle", False)), False
     return make_model(args.model, **_model_params(args, args.model)), True
 
 
@@ -208,7 +220,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from tsessm.data import read_table
     from tsessm.tracking import load_forecaster
 
-    model = load_forecaster(args.model)
+    model = load_forecaster(args.model, allow_pickle=args.trust_pickle)
     if args.update:
         model.update(read_table(args.update, time_col=args.time_col)[list(model.columns_)])
         if args.save:
@@ -248,8 +260,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
             model = make_model(name, **params, **own.get(name, {}))
             with start_run(args.track, args.experiment, run_name=f"demo-{name}", nested=True) as tracker:
                 fit_seconds = train(model, source, tracker)
-                model.save(out_dir / f"{name}.pkl")
-                tracker.log_artifact(out_dir / f"{name}.pkl")
+                model.save(out_dir / f"{name}.tsm")
+                tracker.log_artifact(out_dir / f"{name}.tsm")
                 for mode in ("windowed", "one-pass"):
                     try:
                         result, seconds = evaluate(model, source, mode, args.lookback, tracker)
@@ -273,7 +285,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     if args.track:
         from tsessm.tracking import tracking_uri
 
-        print(f"MLflow: {tracking_uri()} (experiment {args.experiment!r}; `mlflow ui --backend-store-uri {tracking_uri()}`)")
+        uri = mask(tracking_uri())
+        print(f"MLflow: {uri} (experiment {args.experiment!r}; `mlflow ui --backend-store-uri {uri}`)")
 
 
 COMMANDS = {"train": cmd_train, "backtest": cmd_backtest, "predict": cmd_predict, "demo": cmd_demo}
@@ -326,12 +339,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sklearn.exceptions import NotFittedError
 
         from tsessm.errors import StreamingNotSupported
+        from tsessm.persist import ModelFileError
 
+        if isinstance(exc, ModelFileError):  # a damaged, foreign or pickled model file: a bad argument
+            print(f"tsessm: error: {exc}".replace("\n", " "), file=sys.stderr)
+            return 2
         if not isinstance(exc, (ValueError, TypeError, FileNotFoundError, NotFittedError,
                                 StreamingNotSupported, FloatingPointError)):
             print(f"tsessm: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", file=sys.stderr)
             return 1
-        print(f"tsessm: error: {exc}", file=sys.stderr)
+        print(mask(f"tsessm: error: {exc}"), file=sys.stderr)
         return 1
     return 0
 

@@ -270,12 +270,37 @@ def to_output(values: np.ndarray, columns: list[str], index: pd.Index, like: Ser
     return frame
 
 
+# A new value more than this many standard deviations (of the fit's data) from the fit's mean is
+# refused like NaN: scaled, it would take float32 states (max ~3.4e38) towards overflow within a
+# few products, after which every forecast is NaN. No real series moves a million deviations.
+MAX_DEVIATIONS = 1e6
+
+
+def check_magnitudes(values: np.ndarray, mean: np.ndarray, std: np.ndarray, columns: Sequence[str],
+                     labels: Sequence[Any], name: str) -> None:
+    """Refuse values (T, C) beyond MAX_DEVIATIONS standard deviations from `mean`, naming the
+    row (its label) and the column."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if (np.abs(values - mean) <= MAX_DEVIATIONS * std).all():  # the common case: three numpy calls
+            return
+        deviations = np.abs((values - mean) / std)
+    bad = ~(deviations <= MAX_DEVIATIONS)
+    if bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{name}: row {labels[row]}, column {columns[col]!r}: {values[row, col]:.6g} lies "
+            f"{deviations[row, col]:.3g} standard deviations from the fit's mean; values beyond "
+            f"{MAX_DEVIATIONS:.0e} would overflow the model's state and are refused"
+        )
+
+
 def standard_stats(values: np.ndarray, columns: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-column mean and standard deviation of (T, C) values; a constant column gets std 1.
 
     Raises ValueError (naming the column) when a column is too large to scale.
     """
-    mean, std = values.mean(axis=0), values.std(axis=0)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, naming the column
+        mean, std = values.mean(axis=0), values.std(axis=0)
     bad = ~(np.isfinite(mean) & np.isfinite(std))
     if bad.any():
         col = int(np.argmax(bad))

@@ -1,6 +1,6 @@
 """Data-parallel training under `torchrun`: one process per CPU slot or GPU.
 
-    torchrun --nproc-per-node 2 -m tsessm.cli train ETTh1 --columns OT --out essm.pkl
+    torchrun --nproc-per-node 2 -m tsessm.cli train ETTh1 --columns OT --out essm.tsm
 
 `torchrun` sets RANK / WORLD_SIZE / LOCAL_RANK; `distributed_context` joins the process group
 (gloo on CPU, nccl on CUDA) and pins each process to its GPU. The trainer shards every global

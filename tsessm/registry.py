@@ -47,7 +47,8 @@ import numpy as np
 import pandas as pd
 
 from tsessm.forecasters.base import BaseForecaster
-from tsessm.tracking import is_model_uri, tracking_uri
+from tsessm.redact import mask
+from tsessm.tracking import bound_http_retries, is_model_uri, tracking_uri
 
 TIME_COLUMNS = ("time", "ds", "date", "timestamp")
 ARTIFACT_KEY = "tsessm_model"
@@ -245,6 +246,7 @@ def _registry_uri() -> str:
 def _client() -> Any:
     from mlflow import MlflowClient
 
+    bound_http_retries()
     return MlflowClient(tracking_uri=tracking_uri(), registry_uri=_registry_uri())
 
 
@@ -390,21 +392,22 @@ def _model_file_in(directory: Path) -> Path:
     return candidates[0]
 
 
-def load_forecaster(uri_or_path: str | os.PathLike) -> Any:
+def load_forecaster(uri_or_path: str | os.PathLike, allow_pickle: bool = False) -> Any:
     """A fitted forecaster from a file path, a local MLflow model folder, or an MLflow URI.
+    (allow_pickle: see `BaseForecaster.load`.)
 
     URIs: `models:/NAME@alias`, `models:/NAME/3`, `models:/<model_id>`, `runs:/<run_id>/model`
-    (a pyfunc logged by `log_model`) or `runs:/<run_id>/file.pkl` (a model file logged as a
+    (a pyfunc logged by `log_model`) or `runs:/<run_id>/file.tsm` (a model file logged as a
     plain artifact). Resolved against `$MLFLOW_TRACKING_URI` (default sqlite:///mlruns.db).
     """
     text = str(uri_or_path)
     if not is_model_uri(text) or text.startswith("file:"):
         path = Path(text[len("file://"):] if text.startswith("file://") else text)
         if path.is_dir():
-            return BaseForecaster.load(_model_file_in(path))
+            return BaseForecaster.load(_model_file_in(path), allow_pickle=allow_pickle)
         if not path.exists():
             raise FileNotFoundError(f"no such model file: {path}")
-        return BaseForecaster.load(path)
+        return BaseForecaster.load(path, allow_pickle=allow_pickle)
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
 
@@ -413,5 +416,5 @@ def load_forecaster(uri_or_path: str | os.PathLike) -> Any:
             local = Path(download_artifacts(artifact_uri=text, dst_path=tmp, tracking_uri=tracking_uri(),
                                             registry_uri=_registry_uri()))
         except MlflowException as exc:
-            raise ValueError(f"cannot resolve {text} at {tracking_uri()}: {exc.message}") from None
-        return BaseForecaster.load(_model_file_in(local) if local.is_dir() else local)
+            raise ValueError(mask(f"cannot resolve {text} at {tracking_uri()}: {exc.message}")) from None
+        return BaseForecaster.load(_model_file_in(local) if local.is_dir() else local, allow_pickle=allow_pickle)

@@ -53,6 +53,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from tsessm.redact import mask
+
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUSY = 0, 1, 2, 3
@@ -440,7 +442,7 @@ class Outcome:
         """The one line printed for the run."""
         status = self.status.replace("_", " ")
         where = f"{self.stage}: " if self.status == "failed" and self.stage else ""
-        return f"retrain {self.name}: {status}: {where}{self.reason}"
+        return mask(f"retrain {self.name}: {status}: {where}{self.reason}")
 
 
 def _one_line(exc: BaseException | str, limit: int = 300) -> str:
@@ -583,7 +585,7 @@ def _tracking_error(exc: BaseException) -> str:
 
 
 def _safe_uri(uri: str) -> str:
-    return re.sub(r"//[^/@]*@", "//***@", uri)
+    return mask(uri)
 
 
 def _stage(stage: str):

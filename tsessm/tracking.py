@@ -14,12 +14,26 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
+from tsessm.redact import mask
+
 DEFAULT_URI = "sqlite:///mlruns.db"
 DEFAULT_EXPERIMENT = "tsessm"
 
 
+# MLflow retries an unreachable server 7 times with exponential backoff (minutes) by default; a
+# job should fail in seconds and say so. Values the user set in the environment are kept.
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+               "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI)
+
+
+def bound_http_retries() -> None:
+    """Bounded retries and timeouts for MLflow's HTTP calls (unless set in the environment)."""
+    for name, value in HTTP_LIMITS.items():
+        os.environ.setdefault(name, value)
 
 
 def git_commit() -> str | None:
@@ -48,17 +62,18 @@ def is_model_uri(text: str | os.PathLike) -> bool:
     return "://" in text or text.startswith(("models:/", "runs:/", "mlflow-artifacts:/"))
 
 
-def load_forecaster(uri_or_path: str | os.PathLike) -> Any:
+def load_forecaster(uri_or_path: str | os.PathLike, allow_pickle: bool = False) -> Any:
     """What `--model` names: a file written by `save()` or an MLflow URI such as
     `models:/NAME@champion` (see `tsessm.registry.load_forecaster`). MLflow is only imported
-    for URIs and MLflow model folders, so plain files stay fast."""
+    for URIs and MLflow model folders, so plain files stay fast. allow_pickle (`--trust-pickle`):
+    also read the pickled files of tsessm 0.2 and older, which run code as they load."""
     if is_model_uri(uri_or_path) or Path(uri_or_path).is_dir():
         from tsessm.registry import load_forecaster as load_logged
 
-        return load_logged(uri_or_path)
+        return load_logged(uri_or_path, allow_pickle=allow_pickle)
     from tsessm.forecasters.base import BaseForecaster
 
-    return BaseForecaster.load(uri_or_path)
+    return BaseForecaster.load(uri_or_path, allow_pickle=allow_pickle)
 
 
 class NullTracker:
@@ -88,6 +103,8 @@ class MLflowTracker(NullTracker):
         self.run_id = run.info.run_id
 
     def log_params(self, params: dict[str, Any]) -> None:
+        # a parameter is public to anyone who reads the run: a URL in one never keeps its password
+        params = {k: mask(v) if isinstance(v, str) else v for k, v in params.items()}
         # MLflow params are strings of bounded length; long values are cut, not dropped.
         self._mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
 
@@ -102,7 +119,7 @@ class MLflowTracker(NullTracker):
         self._mlflow.log_artifact(str(path))
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        self._mlflow.set_tags({k: str(v) for k, v in tags.items()})
+        self._mlflow.set_tags({k: mask(v) for k, v in tags.items()})
 
     def log_dict(self, dictionary: dict[str, Any], artifact_file: str) -> None:
         """A JSON (or .yaml) artifact, e.g. a results table or a config."""
@@ -149,6 +166,7 @@ def start_run(enabled: bool = True, experiment: str = DEFAULT_EXPERIMENT, run_na
         return
     import mlflow
 
+    bound_http_retries()
     mlflow.set_tracking_uri(tracking_uri())
     # Under `mlflow run`, MLFLOW_RUN_ID names the run (and its experiment) to log into.
     if not os.environ.get("MLFLOW_RUN_ID") or nested:

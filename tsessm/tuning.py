@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from tsessm import jobs
+from tsessm.redact import mask
 from tsessm.tracking import NullTracker, start_run
 
 log = logging.getLogger(__name__)
@@ -411,21 +412,16 @@ def _log_best_model(model: Any, run: NullTracker, register_as: str | None) -> tu
         note = f"best model logged as {info.model_uri}, registered as {register_as!r} version {info.registered_model_version}"
         return note, info.model_uri
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "best_model.pkl"
+        path = Path(tmp) / "best_model.tsm"
         model.save(path)
         run.log_artifact(path)
-    uri = f"runs:/{run.run_id}/best_model.pkl"
+    uri = f"runs:/{run.run_id}/best_model.tsm"
     return f"best model saved as artifact {uri}", uri
 
 
 def _safe_url(url: str) -> str:
     """The storage URL with any password hidden (it goes to logs and MLflow params)."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
+    return mask(url)
 
 
 # ----- command line ------------------------------------------------------------------------
@@ -496,7 +492,7 @@ def run_tune_command(args: argparse.Namespace) -> int:
     except Exception as exc:
         if getattr(args, "debug", False):
             raise
-        print(f"tsessm tune: error: {type(exc).__name__}: {exc}".replace("\n", " "), file=sys.stderr)
+        print(mask(f"tsessm tune: error: {type(exc).__name__}: {exc}").replace("\n", " "), file=sys.stderr)
         return 1
     print(f"study {result.study_name} ({result.storage}): {result.n_complete} complete, {result.n_pruned} pruned")
     if result.best_params is None:

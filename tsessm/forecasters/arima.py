@@ -20,6 +20,7 @@ from statsmodels.tsa.statespace.kalman_filter import MEMORY_CONSERVE, MEMORY_NO_
 from statsmodels.tsa.statespace.sarimax import SARIMAX
 from tqdm.auto import tqdm
 
+from tsessm import persist
 from tsessm.forecasters.base import BaseForecaster
 
 TRENDS = ("n", "c")
@@ -34,6 +35,7 @@ def _sarimax(endog: np.ndarray, order, seasonal_order, trend: str) -> SARIMAX:
         return SARIMAX(endog, order=tuple(order), seasonal_order=tuple(seasonal_order), trend=trend)
 
 
+@persist.allow  # a model file holds it as its fields: arrays and numbers
 @dataclass
 class _TargetFit:
     """One target's fitted SARIMAX: parameters, state-space form at them, and the current state."""

@@ -7,10 +7,7 @@ learn and forecast.
 from __future__ import annotations
 
 import os
-import pickle
-import tempfile
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -19,30 +16,16 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
+from tsessm import persist
 from tsessm.checks import positive_int
-from tsessm.data import Series, future_index, resolve_target, to_output, to_series, with_covariates
+from tsessm.data import (Series, check_magnitudes, future_index, resolve_target, standard_stats, to_output,
+                         to_series, with_covariates)
+from tsessm.files import atomic_write_bytes  # noqa: F401  (re-exported: older imports name it here)
 
-# 2: the eSSM layer with real read-in and read-out (tsessm 0.2.0). Files of format 1 load for
-# every model but the eSSM, whose format-1 weights (complex B and C) the new layer cannot hold.
-FORMAT_VERSION = 2
-READABLE_FORMATS = (1, 2)
 LABEL_BLOCK = 256  # future labels `observe` builds at once
-
-
-def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
-    """Write a file so that readers see the old content or the new one, never a torn one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+# The classes a model file may name: tsessm's own forecasters (and the panel), registered as
+# they are defined. Loading never imports a module or builds a class a file names otherwise.
+MODEL_CLASSES: dict[str, type] = {}
 
 
 class BaseForecaster(BaseEstimator):
@@ -55,6 +38,11 @@ class BaseForecaster(BaseEstimator):
       _min_length() -> int                 rows `fit` needs
     and may implement `_forecast_windows` / `_forecast_stream` for backtests.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__module__.startswith("tsessm."):
+            MODEL_CLASSES[cls.__name__] = cls
 
     # ----- parameter checks ---------------------------------------------------------------
     def _check_params(self) -> None:
@@ -115,7 +103,11 @@ class BaseForecaster(BaseEstimator):
                 if first != expected:
                     raise ValueError(f"y_val must continue y: its first new row is {first}, expected {expected}")
         target_idx = [series.columns.index(t) for t in targets]
+        center, scale = standard_stats(series.values, series.columns)  # the bound on later values
+        if val_values is not None:
+            check_magnitudes(val_values, center, scale, series.columns, np.arange(len(val_values)), "y_val")
         self._transaction(self._fit, series.values, target_idx, val_values)
+        self.value_center_, self.value_scale_ = center, scale
         self.columns_ = series.columns
         self.target_columns_ = targets
         self.freq_ = series.freq
@@ -159,7 +151,8 @@ class BaseForecaster(BaseEstimator):
             )
         values = series.values[:, [series.columns.index(c) for c in self.columns_]]
         self._check_continues(series.index)
-        self._transaction(self._update, values)
+        self._check_magnitudes(values, series.index, "y_new")
+        self._transaction(self._absorb, values)
         self.last_index_ = series.index[-1:]
         self.n_seen_ += len(values)
         return self
@@ -181,10 +174,24 @@ class BaseForecaster(BaseEstimator):
             raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet; call fit first")
         row = self._check_row(values)
         label = self._next_label(time)
-        self._transaction(self._update, row[None])
+        self._check_magnitudes(row[None], label, "values")
+        self._transaction(self._absorb, row[None])
         self.last_index_ = label
         self.n_seen_ += 1
         return self._predict()
+
+    def _absorb(self, values: np.ndarray) -> None:
+        """`_update`, then a guard: a forecast that is not finite is never kept (the caller's
+        transaction restores the model)."""
+        self._update(values)
+        if not np.isfinite(self._predict()).all():
+            raise ValueError("the forecast after these rows is not finite (NaN or inf); the rows are refused "
+                             "and the model is unchanged")
+
+    def _check_magnitudes(self, values: np.ndarray, labels: Any, name: str) -> None:
+        center = getattr(self, "value_center_", None)  # absent in files of tsessm 0.2 and older
+        if center is not None:
+            check_magnitudes(values, center, self.value_scale_, self.columns_, labels, name)
 
     def _check_row(self, values: Any) -> np.ndarray:
         columns = list(self.columns_)
@@ -255,35 +262,46 @@ class BaseForecaster(BaseEstimator):
     def _set_fitted_state(self, state: dict) -> None:
         self.__dict__.update(state)
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the fitted model to one file, atomically (a pickle: load only files you trust)."""
-        check_is_fitted(self, "n_seen_")
-        payload = {
-            "format": FORMAT_VERSION,
-            "class": f"{type(self).__module__}.{type(self).__qualname__}",
-            "params": self.get_params(deep=False),
-            "state": self._get_fitted_state(),
-        }
-        atomic_write_bytes(path, pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
+    def _document(self) -> dict:
+        """The fitted model as a model-file document (see `tsessm.persist`)."""
+        return {"class": type(self).__name__, "params": self.get_params(deep=False),
+                "state": self._get_fitted_state()}
 
     @classmethod
-    def load(cls, path: str | os.PathLike, **overrides: Any) -> "BaseForecaster":
-        """Read a model written by `save`. `overrides` replace saved parameters (e.g. device)."""
-        with open(path, "rb") as f:
-            payload = _CPUUnpickler(f).load()
-        if not isinstance(payload, dict) or payload.get("format") not in READABLE_FORMATS:
-            raise ValueError(f"{path} is not a tsessm model file (or was written by an incompatible version)")
-        if payload["class"] == "PanelForecaster" and cls is BaseForecaster:  # `load any model file`
-            from tsessm.forecasters.panel import PanelForecaster
-
-            return PanelForecaster._from_payload(payload)
-        saved = payload["class"].rsplit(".", 1)[-1]
-        if cls is not BaseForecaster and saved != cls.__name__:
-            raise TypeError(f"{path} holds a {saved}, not a {cls.__name__}")
-        target_cls = cls if cls is not BaseForecaster else _class_by_path(payload["class"])
-        model = target_cls(**{**target_cls._saved_defaults(payload["params"]), **overrides})
-        model._set_fitted_state(payload["state"])
+    def _from_document(cls, document: dict, **overrides: Any) -> "BaseForecaster":
+        model = cls(**{**cls._saved_defaults(document["params"]), **overrides})
+        model._set_fitted_state(document["state"])
         return model
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fitted model to one file, atomically: JSON and numpy arrays, no code
+        (`tsessm.persist`), so loading it can run nothing."""
+        check_is_fitted(self, "n_seen_")
+        persist.write(path, self._document())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, allow_pickle: bool = False, **overrides: Any) -> "BaseForecaster":
+        """Read a model written by `save`. `overrides` replace saved parameters (e.g. device).
+
+        `BaseForecaster.load` reads any tsessm model file (a panel included); a subclass's `load`
+        only its own class. A damaged or foreign file raises `persist.ModelFileError` (a
+        ValueError) naming it. allow_pickle=True also reads the pickles of tsessm 0.2 and older:
+        a pickle runs whatever code it holds while it loads, so pass it only for files you trust.
+        """
+        unknown = sorted(set(overrides) - set(cls._get_param_names())) if cls is not BaseForecaster else []
+        if unknown:
+            raise TypeError(f"load() got parameters {cls.__name__} does not have: {unknown}")
+        document = persist.read(path, allow_pickle=allow_pickle)
+        name = document.get("class")
+        target = MODEL_CLASSES.get(name) if isinstance(name, str) else None
+        if target is None:
+            raise persist.ModelFileError(f"{path}: not a tsessm model file (unknown model class {name!r})")
+        if cls is not BaseForecaster and target is not cls:
+            raise TypeError(f"{path} holds a {name}, not a {cls.__name__}")
+        try:
+            return target._from_document(document, **overrides)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise persist.ModelFileError(f"{path}: not a tsessm model file (damaged {name}: {exc!r})") from None
 
     # Parameters added after model files were first written, with the value that reproduces the
     # model such a file holds (a changed default must not change an old file's model).
@@ -308,23 +326,3 @@ class BaseForecaster(BaseEstimator):
 def _step(index: pd.Index, freq: Any) -> Any:
     """One step of a series: a Timedelta for timestamps, the integer step otherwise."""
     return pd.Timedelta(freq) if isinstance(index, pd.DatetimeIndex) else freq
-
-
-def _class_by_path(path: str) -> type:
-    import importlib
-
-    module, name = path.rsplit(".", 1)
-    return getattr(importlib.import_module(module), name)
-
-
-class _CPUUnpickler(pickle.Unpickler):
-    """Unpickles tensors saved on any device onto the CPU (a GPU-trained model loads anywhere)."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module == "torch.storage" and name == "_load_from_bytes":
-            import io
-
-            import torch
-
-            return lambda b: torch.load(io.BytesIO(b), map_location="cpu", weights_only=False)
-        return super().find_class(module, name)

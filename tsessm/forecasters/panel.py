@@ -8,7 +8,6 @@ batched call per time round, leaving the others untouched.
 from __future__ import annotations
 
 import os
-import pickle
 from typing import Any, Sequence
 
 import numpy as np
@@ -17,9 +16,10 @@ import torch
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
-from tsessm.data import resolve_target, standard_stats, to_series
+from tsessm.data import check_magnitudes, resolve_target, standard_stats, to_series
 from tsessm.errors import StreamingNotSupported
-from tsessm.forecasters.base import FORMAT_VERSION, _CPUUnpickler, atomic_write_bytes
+from tsessm import persist
+from tsessm.forecasters.base import MODEL_CLASSES
 from tsessm.forecasters.neural import PREFILL_MIN_ROWS, NeuralForecaster
 from tsessm.nn.state import concat_states, select_states, set_states
 
@@ -141,6 +141,9 @@ class PanelForecaster(BaseEstimator):
                         f"series {key!r}: new rows start at {series.index[0]}, expected {expected} "
                         f"(one step after its last observation {self.last_time_[position[key]]})"
                     )
+                row = position[key]
+                check_magnitudes(values, self.mean_[row], self.std_[row], self.columns_, series.index,
+                                 f"series {key!r}")
                 known[key] = (values, series.index[-1])
             elif len(series) < self.model_.lookback:
                 raise ValueError(
@@ -148,22 +151,39 @@ class PanelForecaster(BaseEstimator):
                     f"to build its state (got {len(series)})"
                 )
             else:
-                new[key] = (values, series.index[-1])
-        self._step_known(known, position)
-        if new:
-            start = len(self.ids_)
-            means, stds, scaled = [], [], {}
-            for key, (values, last) in new.items():
-                mean, std = standard_stats(values)
-                means.append(mean)
-                stds.append(std)
-                scaled[key] = ((values - mean) / std).astype(np.float32)
-                self.ids_.append(key)
-                self.last_time_.append(last)
-            self.mean_ = np.vstack([self.mean_, *means])
-            self.std_ = np.vstack([self.std_, *stds])
-            self._absorb_new(scaled, start)
+                mean, std = standard_stats(values, self.columns_)  # refuses what cannot be scaled
+                new[key] = (values, series.index[-1], mean, std)
+        saved = self._snapshot()
+        try:  # all or nothing: a failure while applying leaves every series as it was
+            self._step_known(known, position)
+            if new:
+                self._add_series(new)
+            if not torch.isfinite(self.last_out_).all():
+                raise ValueError("the forecasts after these rows are not finite (NaN or inf); the update is refused")
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
         return self
+
+    def _snapshot(self) -> dict:
+        """A copy of the attributes `update` changes in place (lists, the forecast tensor)."""
+        saved = dict(self.__dict__)
+        for name in ("ids_", "last_time_"):
+            saved[name] = list(saved[name])
+        saved["last_out_"] = saved["last_out_"].clone()
+        return saved
+
+    def _add_series(self, new: dict[Any, tuple]) -> None:
+        """New series with their histories and scalers: prefill their states."""
+        start, scaled = len(self.ids_), {}
+        for key, (values, last, mean, std) in new.items():
+            scaled[key] = ((values - mean) / std).astype(np.float32)
+            self.ids_.append(key)
+            self.last_time_.append(last)
+        self.mean_ = np.vstack([self.mean_, *(m for _, _, m, _ in new.values())])
+        self.std_ = np.vstack([self.std_, *(s for _, _, _, s in new.values())])
+        self._absorb_new(scaled, start)
 
     def observe(self, ids: Sequence[Any], times: Sequence[Any], values: np.ndarray) -> "PanelForecaster":
         """Fast path for streams: one new observation for each of `ids`, stepped in one batched call.
@@ -188,6 +208,8 @@ class PanelForecaster(BaseEstimator):
         if bad.any():
             r, c = np.argwhere(bad)[0]
             raise ValueError(f"series {ids[r]!r}: column {self.columns_[c]!r} is {values[r, c]}")
+        check_magnitudes(values, self.mean_[rows], self.std_[rows], self.columns_,
+                         _Labels(lambda r: f"{times[r]} of series {ids[r]!r}"), "observe")
         times = pd.DatetimeIndex(times)
         expected = pd.DatetimeIndex([self.last_time_[i] for i in rows]) + pd.Timedelta(self.freq_)
         wrong = np.flatnonzero(times != expected)
@@ -256,36 +278,49 @@ class PanelForecaster(BaseEstimator):
 
     # ----- persistence -------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        """One file, written atomically: the global model, every series' scaler and state."""
+        """One file, written atomically (JSON and arrays, no code): the global model, every
+        series' scaler and state."""
         check_is_fitted(self, "model_")
+        persist.write(path, self._document())
+
+    def _document(self) -> dict:
         state = {k: v for k, v in self.__dict__.items() if k.endswith("_") and k != "model_"}
         state["state_"] = [s.cpu() for s in self.state_]
         state["last_out_"] = self.last_out_.cpu()
-        payload = {"format": FORMAT_VERSION, "class": "PanelForecaster",
-                   "params": {"id_col": self.id_col, "time_col": self.time_col},
-                   "model": pickle.dumps(_model_payload(self.model_)), "state": state}
-        atomic_write_bytes(path, pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
+        return {"class": "PanelForecaster", "params": {"id_col": self.id_col, "time_col": self.time_col},
+                "model": self.model_._document(), "state": state}
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "PanelForecaster":
-        with open(path, "rb") as f:
-            payload = _CPUUnpickler(f).load()
-        if not isinstance(payload, dict) or payload.get("class") != "PanelForecaster":
-            raise ValueError(f"{path} is not a tsessm panel model file")
-        return cls._from_payload(payload)
+    def load(cls, path: str | os.PathLike, *, allow_pickle: bool = False) -> "PanelForecaster":
+        """Read a panel written by `save` (allow_pickle: see `BaseForecaster.load`)."""
+        document = persist.read(path, allow_pickle=allow_pickle)
+        if document.get("class") != "PanelForecaster":
+            raise persist.ModelFileError(f"{path}: not a tsessm panel model file (it holds a {document.get('class')})")
+        return cls._from_document(document)
 
     @classmethod
-    def _from_payload(cls, payload: dict) -> "PanelForecaster":
-        inner = pickle.loads(payload["model"])
-        model = inner["cls"](**inner["cls"]._saved_defaults(inner["params"]))
-        model._set_fitted_state(inner["state"])
-        panel = cls(clone(model), **payload["params"])
-        panel.__dict__.update(payload["state"])
+    def _from_document(cls, document: dict) -> "PanelForecaster":
+        inner = document["model"]
+        inner_cls = MODEL_CLASSES.get(inner.get("class"))
+        if inner_cls is None or not issubclass(inner_cls, NeuralForecaster):
+            raise persist.ModelFileError(f"not a tsessm panel model file (inner model {inner.get('class')!r})")
+        model = inner_cls._from_document(inner)
+        panel = cls(clone(model), **document["params"])
+        panel.__dict__.update(document["state"])
         panel.model_ = model
         panel.state_ = [s.to(model.device_) for s in panel.state_]
         panel.last_out_ = panel.last_out_.to(model.device_)
         return panel
 
 
-def _model_payload(model: NeuralForecaster) -> dict:
-    return {"cls": type(model), "params": model.get_params(deep=False), "state": model._get_fitted_state()}
+MODEL_CLASSES["PanelForecaster"] = PanelForecaster
+
+
+class _Labels:
+    """Row labels built only when an error message asks for one."""
+
+    def __init__(self, label) -> None:
+        self.label = label
+
+    def __getitem__(self, row: int) -> str:
+        return self.label(row)

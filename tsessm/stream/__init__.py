@@ -1,6 +1,6 @@
 """Online runner: stream observations through a trained model, with checkpoints.
 
-    tsessm stream --model model.pkl --input - --checkpoint ckpt/     (see `tsessm stream --help`)
+    tsessm stream --model model.tsm --input - --checkpoint ckpt/     (see `tsessm stream --help`)
 
 Library use:
 

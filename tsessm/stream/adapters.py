@@ -21,7 +21,6 @@ as it was. Any other exception stops the stream.
 """
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any, Hashable, Protocol, runtime_checkable
 
@@ -79,6 +78,7 @@ class SingleSeriesAdapter:
                 "use one fitted with bidirectional=False"
             )
         self.model = forecaster
+        self.horizon = forecaster.horizon
         self.freq = forecaster.freq_
         self.columns = list(forecaster.columns_)
         self.targets = list(forecaster.target_columns_)
@@ -122,10 +122,10 @@ class SingleSeriesAdapter:
         return {} if self._series_id is _UNSET else {"series_id": self._series_id}
 
     @classmethod
-    def load(cls, path: str | Path, extras: dict) -> "SingleSeriesAdapter":
+    def load(cls, path: str | Path, extras: dict, allow_pickle: bool = False) -> "SingleSeriesAdapter":
         from tsessm.forecasters.base import BaseForecaster
 
-        adapter = cls(BaseForecaster.load(path))
+        adapter = cls(BaseForecaster.load(path, allow_pickle=allow_pickle))
         if "series_id" in extras:
             adapter._series_id = extras["series_id"]
         return adapter
@@ -141,6 +141,7 @@ class PanelAdapter:
 
         check_is_fitted(panel, "model_")
         self.panel = panel
+        self.horizon = panel.model_.horizon
         self.freq = panel.freq_
         self.columns = list(panel.columns_)
         self.targets = list(panel.target_columns_)
@@ -163,7 +164,7 @@ class PanelAdapter:
             raise RecordError(f"series id {series_id!r} is unknown to this panel model; give it a history first")
         try:
             self.panel.observe([self.panel.ids_[row]], [time], np.array([[values[c] for c in self.columns]]))
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             raise RecordError(str(exc)) from None
 
     def forecast(self, series_id: SeriesId) -> dict[str, list[float]]:
@@ -178,17 +179,18 @@ class PanelAdapter:
         return {}
 
     @classmethod
-    def load(cls, path: str | Path, extras: dict) -> "PanelAdapter":
+    def load(cls, path: str | Path, extras: dict, allow_pickle: bool = False) -> "PanelAdapter":
         from tsessm.forecasters.panel import PanelForecaster
 
-        return cls(PanelForecaster.load(path))
+        return cls(PanelForecaster.load(path, allow_pickle=allow_pickle))
 
 
-def load_model(path: str | Path) -> Any:
+def load_model(path: str | Path, allow_pickle: bool = False) -> Any:
     """Read the model file given to --model (extension point: other saved kinds, registry URIs)."""
     from tsessm.tracking import load_forecaster
 
-    return load_forecaster(path)  # a saved file or an MLflow URI such as models:/NAME@champion
+    # a saved file or an MLflow URI such as models:/NAME@champion
+    return load_forecaster(path, allow_pickle=allow_pickle)
 
 
 def make_adapter(model: Any) -> StreamAdapter:
@@ -207,8 +209,14 @@ def class_path(adapter: Any) -> str:
     return f"{type(adapter).__module__}:{type(adapter).__qualname__}"
 
 
-def load_adapter(path_of_class: str, model_file: str | Path, extras: dict) -> StreamAdapter:
-    """Rebuild an adapter from a checkpoint: `module:Class`, its model file and extras."""
-    module, _, name = path_of_class.partition(":")
-    cls = getattr(importlib.import_module(module), name)
-    return cls.load(model_file, extras)
+# The adapters a checkpoint may name: a manifest never makes the runner import anything else.
+ADAPTERS = {class_path_: cls for cls in (SingleSeriesAdapter, PanelAdapter)
+            for class_path_ in (f"{cls.__module__}:{cls.__qualname__}",)}
+
+
+def load_adapter(path_of_class: str, model_file: str | Path, extras: dict, allow_pickle: bool = False) -> StreamAdapter:
+    """Rebuild an adapter from a checkpoint: `module:Class` (one of ADAPTERS), its model file and extras."""
+    cls = ADAPTERS.get(path_of_class) if isinstance(path_of_class, str) else None
+    if cls is None:
+        raise ValueError(f"adapter {path_of_class!r} is not one of tsessm's stream adapters ({sorted(ADAPTERS)})")
+    return cls.load(model_file, extras, allow_pickle=allow_pickle)

@@ -16,8 +16,8 @@ identical, so deduplicate by (id, time)."""
 
 EPILOG = """\
 example: pipe the new rows of a CSV through a trained model
-  tsessm train history.csv --time-col time --target load --horizon 24 --out model.pkl --no-track
-  cat new_rows.csv | tsessm stream --model model.pkl --input - --checkpoint ckpt/ > forecasts.jsonl
+  tsessm train history.csv --time-col time --target load --horizon 24 --out model.tsm --no-track
+  cat new_rows.csv | tsessm stream --model model.tsm --input - --checkpoint ckpt/ > forecasts.jsonl
 
   new_rows.csv (the model's columns by name, then one row per step after history.csv):
     time,load,temp
@@ -27,11 +27,11 @@ example: pipe the new rows of a CSV through a trained model
     {"id": null, "time": "2024-01-13T12:00:00", "forecast": {"load": [1.29, 1.31, ...]}}
 
 more:
-  tsessm stream --model model.pkl --input new_rows.csv --output forecasts.jsonl --checkpoint ckpt/
+  tsessm stream --model model.tsm --input new_rows.csv --output forecasts.jsonl --checkpoint ckpt/
       # a file input resumes at the line after the last checkpoint when rerun
-  tsessm stream --model model.pkl --input live.csv --follow --checkpoint ckpt/ --gap ffill
+  tsessm stream --model model.tsm --input live.csv --follow --checkpoint ckpt/ --gap ffill
       # follow a growing file until SIGINT/SIGTERM (a clean stop writes a checkpoint)
-  producer | tsessm stream --model model.pkl --input - --id-col sensor --checkpoint ckpt/ --on-bad-record skip
+  producer | tsessm stream --model model.tsm --input - --id-col sensor --checkpoint ckpt/ --on-bad-record skip
       # JSON lines such as {"sensor": "a", "time": "2024-01-13T12:00:00", "load": 1.27, "temp": 0.31}
   tsessm stream --model models:/load-essm@champion --reload-every 5m --input live.csv --follow --checkpoint ckpt/
       # hand over to a newly promoted champion without losing the stream position: every 5 minutes
@@ -93,6 +93,13 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--gap", choices=["error", "ffill"], default="error",
                    help="a time more than one step after the last: stop (error, default) or apply the last "
                         "values for the missing steps first (ffill; their lines carry \"filled\": true)")
+    p.add_argument("--max-fill", type=_positive_int, metavar="N",
+                   help="with --gap ffill: the most missing steps one gap may fill (default: the model's horizon); "
+                        "a longer gap is a bad record, so a mistyped timestamp cannot fill a year")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="also read model files that are pickles (tsessm 0.2 and older). A pickle runs the code "
+                        "it holds while it loads: use this only for files from a source you trust, then save "
+                        "them again as code-free model files")
     p.add_argument("--on-bad-record", choices=["error", "skip"], default="error",
                    help="a malformed record: stop with exit 1 (error, default) or report it and go on (skip)")
     p.add_argument("--emit-every", type=_positive_int, default=1, metavar="N",
@@ -154,6 +161,7 @@ def run_stream_command(args: argparse.Namespace) -> int:
             time_col=args.time_col, id_col=args.id_col, gap=args.gap, on_bad_record=args.on_bad_record,
             emit_every=args.emit_every, handle_signals=True, record_delay=delay,
             reload_every=getattr(args, "reload_every", None), history_rows=getattr(args, "history_rows", 1000),
+            max_fill=args.max_fill, trust_pickle=args.trust_pickle,
         )
     except StreamSetupError as exc:
         _error(str(exc))

@@ -19,7 +19,7 @@ Series of a panel model that this stream has not seen yet start from the new mod
 from __future__ import annotations
 
 import collections
-import pickle
+import json
 import re
 import time as _time
 from dataclasses import dataclass
@@ -103,18 +103,24 @@ class History:
         return buffer[-1][0] if buffer else None
 
     def dumps(self) -> bytes:
-        payload = {"format": 1, "columns": self.columns,
-                   "series": [(sid, list(buffer)) for sid, buffer in self.series.items()]}
-        return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+        """JSON (times in ISO 8601), so a checkpoint holds no code."""
+        payload = {"format": 2, "columns": self.columns,
+                   "series": [[sid, [[t.isoformat(), list(v)] for t, v in buffer]]
+                              for sid, buffer in self.series.items()]}
+        return json.dumps(payload, allow_nan=False).encode("utf-8")
 
     @classmethod
     def loads(cls, data: bytes, rows: int) -> "History":
-        payload = pickle.loads(data)
-        if not isinstance(payload, dict) or payload.get("format") != 1:
-            raise ValueError("not a tsessm stream history")
-        history = cls(rows, payload["columns"])
-        for sid, entries in payload["series"]:
-            history.series[sid] = collections.deque(entries, maxlen=history.rows)
+        try:
+            payload = json.loads(data)
+            if not isinstance(payload, dict) or payload.get("format") != 2:
+                raise ValueError("no format 2 header")
+            history = cls(rows, payload["columns"])
+            for sid, entries in payload["series"]:
+                history.series[sid] = collections.deque(
+                    ((pd.Timestamp(t), tuple(float(x) for x in v)) for t, v in entries), maxlen=history.rows)
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
+            raise ValueError(f"not a tsessm stream history (format 2: {exc})") from None
         return history
 
 

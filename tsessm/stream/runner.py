@@ -125,10 +125,11 @@ class _Runner:
     def __init__(self, adapter: StreamAdapter, source: Any, sink: Any, store: CheckpointStore | None, *,
                  checkpoint_every: int, time_col: str, id_col: str | None, gap: str, on_bad_record: str,
                  emit_every: int, log: Callable[[str], None], record_delay: float,
-                 reloader: Reloader | None = None) -> None:
+                 reloader: Reloader | None = None, max_fill: int | None = None) -> None:
         self.adapter, self.source, self.sink, self.store = adapter, source, sink, store
         self.checkpoint_every, self.time_col, self.id_col = checkpoint_every, time_col, id_col
         self.gap, self.on_bad_record, self.emit_every = gap, on_bad_record, emit_every
+        self.max_fill = max_fill
         self.log, self.record_delay = log, record_delay
         self.counters = Counters()
         self.series: dict[Any, _Series] = {}
@@ -244,7 +245,14 @@ class _Runner:
             self.counters.emitted += 1
 
     def process(self, record: Record) -> None:
-        """Absorb one record; raises _Stop when the stream must stop before it."""
+        """Absorb one record; raises _Stop when the stream must stop before it. Whatever a single
+        record makes fail (dates out of range, values, arithmetic) makes it a bad record."""
+        try:
+            return self._process(record)
+        except (OverflowError, ArithmeticError, RecursionError, ValueError, TypeError) as exc:
+            return self._bad(record.line, f"{type(exc).__name__}: {exc}")
+
+    def _process(self, record: Record) -> None:
         if record.error is not None:
             return self._bad(record.line, record.error)
         try:
@@ -269,6 +277,9 @@ class _Runner:
                 where = f"{ts.isoformat()} is {k} steps of {freq} after the last observation {last.isoformat()}"
                 if self.gap == "error":
                     raise _Stop(f"line {record.line}: gap: {where}; pass --gap ffill to fill it")
+                if self.max_fill is not None and k - 1 > self.max_fill:
+                    return self._bad(record.line, f"gap: {where}: {k - 1} missing steps exceed --max-fill "
+                                                  f"{self.max_fill}; the record is not applied")
                 series = self.series.get(sid)
                 if series is None or series.last_values is None:
                     return self._bad(record.line, f"gap: {where}, and this stream has no earlier observation "
@@ -352,6 +363,8 @@ def run_stream(
     reload_every: float | str | None = None,
     reload_every_records: int | None = None,
     history_rows: int = DEFAULT_HISTORY_ROWS,
+    max_fill: int | None = None,
+    trust_pickle: bool = False,
 ) -> StreamResult:
     """Stream observations through a model, emitting a forecast after each one.
 
@@ -377,6 +390,10 @@ def run_stream(
     reload_every_records: the same check after every N-th record (deterministic; for tests).
     history_rows: observations kept per series for that hand-over (default 1000): a new version
         whose data ends more than this many steps before the stream position is refused.
+    max_fill: with gap="ffill", the most missing steps one gap may fill (default: the model's
+        horizon); a longer gap is a bad record (a mistyped timestamp must not fill a year).
+    trust_pickle: also read model files that are pickles (tsessm 0.2 and older); a pickle runs
+        the code it holds while it loads: only for files you trust.
 
     Returns a StreamResult; `exit_code` is 0 for a stream that ended or was stopped cleanly,
     1 for one stopped by a bad record. Raises StreamSetupError when it cannot start.
@@ -396,7 +413,8 @@ def run_stream(
             reload_every = parse_duration(reload_every)
         except ValueError as exc:
             raise StreamSetupError(f"reload_every: {exc}") from None
-    for name, value in (("reload_every_records", reload_every_records), ("history_rows", history_rows)):
+    for name, value in (("reload_every_records", reload_every_records), ("history_rows", history_rows),
+                        ("max_fill", max_fill)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise StreamSetupError(f"{name} must be a positive integer, got {value!r}")
     log = log or _stderr_log
@@ -411,7 +429,7 @@ def run_stream(
     except CheckpointError as exc:
         raise StreamSetupError(str(exc)) from None
     try:
-        adapter, model_source, model_version = _open_adapter(model, manifest)
+        adapter, model_source, model_version = _open_adapter(model, manifest, trust_pickle)
         reloader = None
         if reloading:
             if alias_of(model_source) is None:
@@ -432,7 +450,8 @@ def run_stream(
 
     runner = _Runner(adapter, src, out, store, checkpoint_every=checkpoint_every, time_col=time_col,
                      id_col=id_col, gap=gap, on_bad_record=on_bad_record, emit_every=emit_every,
-                     log=log, record_delay=record_delay, reloader=reloader)
+                     log=log, record_delay=record_delay, reloader=reloader,
+                     max_fill=max_fill if max_fill is not None else getattr(adapter, "horizon", None))
     runner.model_source, runner.model_version = model_source, model_version
     if manifest is not None:
         runner.restore(manifest)
@@ -458,11 +477,13 @@ def run_stream(
                         model_version=runner.model_version, switches=runner.switches)
 
 
-def _open_adapter(model: Any, manifest: dict | None) -> tuple[StreamAdapter, str | None, int | None]:
+def _open_adapter(model: Any, manifest: dict | None,
+                  trust_pickle: bool = False) -> tuple[StreamAdapter, str | None, int | None]:
     """The adapter, where its model came from (a path or URI) and its registry version."""
     if manifest is not None:
         try:
-            adapter = load_adapter(manifest["adapter"], manifest["model_path"], manifest.get("adapter_extras") or {})
+            adapter = load_adapter(manifest["adapter"], manifest["model_path"], manifest.get("adapter_extras") or {},
+                                   allow_pickle=trust_pickle)
         except Exception as exc:  # a damaged or foreign model file
             raise StreamSetupError(
                 f"unreadable checkpoint model {manifest['model_path']}: {type(exc).__name__}: {exc}"
@@ -480,7 +501,7 @@ def _open_adapter(model: Any, manifest: dict | None) -> tuple[StreamAdapter, str
         try:
             # An alias is resolved first, so the version loaded is the version recorded.
             uri, version = resolve_model_uri(source) if is_model_uri(source) else (source, None)
-            model = load_model(uri)
+            model = load_model(uri, allow_pickle=trust_pickle)
         except Exception as exc:
             raise StreamSetupError(f"cannot load model {source}: {type(exc).__name__}: {exc}") from None
     try:

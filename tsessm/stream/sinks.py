@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 from typing import Any, BinaryIO, Callable
 
 
 def format_line(line: dict) -> str:
-    """One output record as a JSON line (no newline)."""
-    return json.dumps(line)
+    """One output record as a JSON line (no newline): strict JSON, never a NaN or Infinity token."""
+    return json.dumps(line, allow_nan=False)
 
 
 class CallbackSink:
@@ -57,7 +58,8 @@ class JsonLinesSink:
         path = os.fspath(path)
         _cut_torn_tail(path)
         f = open(path, "ab")
-        return cls(f, closer=f.close, fsync=True)
+        # fsync makes a regular file durable; a device (/dev/null, /dev/stdout) or a pipe refuses it
+        return cls(f, closer=f.close, fsync=stat.S_ISREG(os.fstat(f.fileno()).st_mode))
 
     def write(self, line: dict) -> None:
         self.stream.write(format_line(line).encode("utf-8") + b"\n")
@@ -79,11 +81,12 @@ class JsonLinesSink:
 def _cut_torn_tail(path: str) -> None:
     """Truncate a file after its last newline (drops a partly written last line)."""
     try:
-        size = os.path.getsize(path)
+        info = os.stat(path)
     except FileNotFoundError:
         return
-    if size == 0:
+    if not stat.S_ISREG(info.st_mode) or info.st_size == 0:  # a device or a pipe has no tail to cut
         return
+    size = info.st_size
     with open(path, "r+b") as f:
         f.seek(size - 1)
         if f.read(1) == b"\n":

@@ -181,6 +181,8 @@ def _parse_json(lineno: int, text: str) -> Record:
         fields = json.loads(text)
     except ValueError as exc:
         return Record(lineno, None, f"bad JSON ({exc})")
+    except RecursionError:  # nesting deeper than the parser's recursion limit
+        return Record(lineno, None, "bad JSON (nested too deeply)")
     if not isinstance(fields, dict):
         return Record(lineno, None, f"bad JSON: expected an object, got {type(fields).__name__}")
     return Record(lineno, fields)
