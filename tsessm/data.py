@@ -280,9 +280,9 @@ def check_magnitudes(values: np.ndarray, mean: np.ndarray, std: np.ndarray, colu
                      labels: Sequence[Any], name: str) -> None:
     """Refuse values (T, C) beyond MAX_DEVIATIONS standard deviations from `mean`, naming the
     row (its label) and the column."""
+    if (np.abs(values - mean) <= MAX_DEVIATIONS * std).all():  # the common case: four numpy calls
+        return
     with np.errstate(over="ignore", invalid="ignore"):
-        if (np.abs(values - mean) <= MAX_DEVIATIONS * std).all():  # the common case: three numpy calls
-            return
         deviations = np.abs((values - mean) / std)
     bad = ~(deviations <= MAX_DEVIATIONS)
     if bad.any():

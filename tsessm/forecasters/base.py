@@ -18,8 +18,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from tsessm import persist
 from tsessm.checks import positive_int
-from tsessm.data import (Series, check_magnitudes, future_index, resolve_target, standard_stats, to_output,
-                         to_series, with_covariates)
+from tsessm.data import (MAX_DEVIATIONS, Series, check_magnitudes, future_index, resolve_target, standard_stats,
+                         to_output, to_series, with_covariates)
 from tsessm.files import atomic_write_bytes  # noqa: F401  (re-exported: older imports name it here)
 
 LABEL_BLOCK = 256  # future labels `observe` builds at once
@@ -62,11 +62,12 @@ class BaseForecaster(BaseEstimator):
             series = with_covariates(series, to_series(X, missing=missing, name=x_name, freq=series.freq))
         return series, own
 
-    def _transaction(self, work, *args) -> None:
-        """Run `work`; if it raises, restore every attribute so the estimator is unchanged."""
+    def _transaction(self, work, *args) -> Any:
+        """Run `work` and return what it returns; if it raises, restore every attribute so the
+        estimator is unchanged."""
         saved = dict(self.__dict__)
         try:
-            work(*args)
+            return work(*args)
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(saved)
@@ -174,19 +175,29 @@ class BaseForecaster(BaseEstimator):
             raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet; call fit first")
         row = self._check_row(values)
         label = self._next_label(time)
-        self._check_magnitudes(row[None], label, "values")
-        self._transaction(self._absorb, row[None])
+        if not self._within_bounds(row):  # also false for NaN and inf: one check on the fast path
+            self._check_finite(row)
+            self._check_magnitudes(row[None], label, "values")
+        forecast = self._transaction(self._absorb, row[None])
         self.last_index_ = label
         self.n_seen_ += 1
-        return self._predict()
+        return forecast
 
-    def _absorb(self, values: np.ndarray) -> None:
+    def _absorb(self, values: np.ndarray) -> np.ndarray:
         """`_update`, then a guard: a forecast that is not finite is never kept (the caller's
-        transaction restores the model)."""
+        transaction restores the model). Returns the new forecast, `_predict()`."""
         self._update(values)
-        if not np.isfinite(self._predict()).all():
+        forecast = self._predict()
+        if not np.isfinite(forecast).all():
             raise ValueError("the forecast after these rows is not finite (NaN or inf); the rows are refused "
                              "and the model is unchanged")
+        return forecast
+
+    def _within_bounds(self, row: np.ndarray) -> bool:
+        center = getattr(self, "value_center_", None)
+        if center is None:
+            return bool(np.isfinite(row).all())
+        return bool((np.abs(row - center) <= MAX_DEVIATIONS * self.value_scale_).all())
 
     def _check_magnitudes(self, values: np.ndarray, labels: Any, name: str) -> None:
         center = getattr(self, "value_center_", None)  # absent in files of tsessm 0.2 and older
@@ -202,11 +213,13 @@ class BaseForecaster(BaseEstimator):
         if row.shape != (len(columns),):
             raise ValueError(f"values must be one row of {len(columns)} numbers for the columns {columns}, "
                              f"got shape {row.shape}")
+        return row
+
+    def _check_finite(self, row: np.ndarray) -> None:
         finite = np.isfinite(row)
         if not finite.all():
-            bad = [f"{c!r} is {v}" for c, v, ok in zip(columns, row, finite) if not ok]
+            bad = [f"{c!r} is {v}" for c, v, ok in zip(self.columns_, row, finite) if not ok]
             raise ValueError(f"values: column {', column '.join(bad)}")
-        return row
 
     def _next_label(self, time: Any) -> pd.Index:
         """The index label of the next row (checked against `time` when given)."""
@@ -215,32 +228,33 @@ class BaseForecaster(BaseEstimator):
             if time is not None:
                 raise ValueError("this model was fitted on integer steps (numpy): observe takes time=None")
             return last
-        following = self._following_label(last)
+        following, expected_ns = self._following_label(last)
         if time is None:
             return following
-        expected = following[0]
         try:
-            stamp = pd.Timestamp(time)
-            if (stamp.tz is None) != (expected.tz is None):
+            stamp = time if isinstance(time, pd.Timestamp) else pd.Timestamp(time)
+            if (stamp.tz is None) != (last.tz is None):
                 raise TypeError("one has a time zone, the other none")
         except (TypeError, ValueError) as exc:
             raise ValueError(f"time {time!r} is not a timestamp comparable with the last observation "
                              f"{last[0]} ({exc})") from None
-        if stamp != expected:
+        if stamp.value != expected_ns:  # int64 nanoseconds (UTC when aware): no Timestamp built
             what = "is not after" if stamp <= last[0] else "leaves a gap after"
-            raise ValueError(f"time {stamp} {what} the last observation {last[0]}; expected {expected}")
+            raise ValueError(f"time {stamp} {what} the last observation {last[0]}; expected {following[0]}")
         return following
 
-    def _following_label(self, last: pd.DatetimeIndex) -> pd.DatetimeIndex:
-        """last + one step, as a one-label index. Labels are built LABEL_BLOCK at a time and sliced
-        (a DatetimeIndex costs ~10 us to build, a slice ~2 us): while `last_index_` is still the
-        label handed out before, the next one is the block's next."""
-        anchor, block, position = self.__dict__.get("_label_block", (None, None, 0))
+    def _following_label(self, last: pd.DatetimeIndex) -> tuple[pd.DatetimeIndex, int]:
+        """(last + one step as a one-label index, that label in int64 nanoseconds). Labels are
+        built LABEL_BLOCK at a time and sliced (a DatetimeIndex costs ~10 us to build, a slice
+        ~2 us): while `last_index_` is still the label handed out before, the next one is the
+        block's next."""
+        anchor, block, nanoseconds, position = self.__dict__.get("_label_block", (None, None, None, 0))
         if last is not anchor or position >= len(block):
-            block, position = future_index(last, self.freq_, np.arange(1, LABEL_BLOCK + 1)), 0
+            block = future_index(last, self.freq_, np.arange(1, LABEL_BLOCK + 1))
+            nanoseconds, position = block.as_unit("ns").asi8, 0
         following = block[position:position + 1]
-        self._label_block = (following, block, position + 1)
-        return following
+        self._label_block = (following, block, nanoseconds, position + 1)
+        return following, int(nanoseconds[position])
 
     def _check_continues(self, index: pd.Index) -> None:
         last = self.last_index_[0]

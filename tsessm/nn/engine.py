@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.special import erf
+from scipy.special import ndtr
 from torch import nn
 
 from tsessm.nn.differenced import Differenced
@@ -56,8 +56,8 @@ class _Normalise:
 
 
 def _gelu(y: np.ndarray) -> np.ndarray:
-    """nn.GELU() (the exact erf form)."""
-    return 0.5 * y * (1.0 + erf(y * 0.7071067811865476))
+    """nn.GELU() (the exact form y * Phi(y), Phi the normal CDF): two numpy calls."""
+    return y * ndtr(y)
 
 
 def _sigmoid(a: np.ndarray) -> np.ndarray:
@@ -92,9 +92,10 @@ class _ESSMBlockEngine:
         self.shape = (S, n)
         self.normalise = _Normalise(block.norm, _numpy(op.B).dtype)
         self.lambda_bar = _numpy(op.lambda_bar).reshape(-1)  # (N,) complex
-        self.b_bar = _numpy(op.b_bar).reshape(-1)
-        # v = B u with u = gamma * normed + beta; y = C Re(x) + D u
-        self.read_in = _Affine(_block_diagonal(_numpy(op.B)), None, block.norm)
+        # b_bar * (B u) with u = gamma * normed + beta, as one complex affine map of normed
+        read_in = _Affine(_block_diagonal(_numpy(op.B)), None, block.norm)
+        b_bar = _numpy(op.b_bar).reshape(-1)
+        self.read_in_t, self.read_in_bias = read_in.weight_t * b_bar, read_in.bias * b_bar
         self.read_out_t = np.ascontiguousarray(_block_diagonal(_numpy(op.C)).T)  # (N, d)
         gamma, beta = _numpy(block.norm.weight), _numpy(block.norm.bias)
         D = _numpy(op.D).reshape(-1)
@@ -109,8 +110,7 @@ class _ESSMBlockEngine:
     def step(self, z: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """z (batch, d), state (batch, S, n) complex -> (z_next, state_next)."""
         normed = self.normalise(z)
-        v = self.read_in(normed)  # (batch, N) real
-        x = self.lambda_bar * state.reshape(len(z), -1) + self.b_bar * v
+        x = self.lambda_bar * state.reshape(len(z), -1) + (normed @ self.read_in_t + self.read_in_bias)
         y = x.real @ self.read_out_t + normed * self.skip_scale + self.skip_shift
         y = _gelu(y)
         if self.mix is not None:
@@ -186,11 +186,15 @@ class DifferencedEngine:
 
     def __init__(self, inner) -> None:
         self.inner = inner
+        self._ones: dict[tuple, np.ndarray] = {}  # the "seen" flags after a step, one array a shape
 
     def step(self, x_t: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         *inner, last, seen = state
         out, inner = self.inner.step((x_t - last) * seen, inner)
-        return out, [*inner, x_t, np.ones_like(seen)]
+        ones = self._ones.get((seen.shape, seen.dtype))
+        if ones is None:
+            ones = self._ones[(seen.shape, seen.dtype)] = np.ones_like(seen)  # shared, never written
+        return out, [*inner, x_t, ones]
 
 
 def compile_engine(net: nn.Module):
