@@ -72,3 +72,20 @@ def test_every_command_is_wired(tmp_path, capsys):
         assert done.value.code == 0 and "usage: tsessm" in capsys.readouterr().out
     assert main(["retrain", "--config", str(tmp_path / "missing.toml")]) == 2
     assert "no such config file" in capsys.readouterr().err
+
+
+def test_help_and_argument_errors_load_neither_torch_nor_statsmodels():
+    # what makes `tsessm --help` answer at once: the parser of every command but `bench` is light
+    code = ("import sys, contextlib, io\n"
+            "from tsessm.cli import main\n"
+            "for argv in (['--help'], ['tune', '--help'], ['stream', '--help'], ['train', '--bogus']):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+            "        try:\n"
+            "            main(argv)\n"
+            "        except SystemExit:\n"
+            "            pass\n"
+            "heavy = sorted(m for m in ('torch', 'statsmodels', 'mlflow', 'optuna', 'pandas') if m in sys.modules)\n"
+            "print(heavy)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

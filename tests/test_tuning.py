@@ -21,7 +21,8 @@ import pytest
 from optuna.trial import TrialState
 
 from tsessm import jobs, tuning
-from tsessm.tuning import TuneResult, _make_pruner, add_tune_parser, run_tune_command, search_space, tune
+from tsessm.tune_cli import add_tune_parser, run_tune_command
+from tsessm.tuning import TuneResult, _make_pruner, search_space, tune
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_FIXED = {"d_model": 8, "d_state": 8, "n_layers": 1, "steps_per_epoch": 2, "batch_size": 8, "device": "cpu"}

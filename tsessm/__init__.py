@@ -1,16 +1,22 @@
-"""tsessm: streaming time-series forecasting with eSSM, an efficient diagonal state space model."""
+"""tsessm: streaming time-series forecasting with eSSM, an efficient diagonal state space model.
+
+The forecasters load on first use (PEP 562), so `import tsessm` -- and so the `tsessm` command's
+help and argument errors -- does not pay for torch and statsmodels.
+"""
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
 from tsessm.errors import StreamingNotSupported
-from tsessm.forecasters import (
-    ARIMAForecaster,
-    BaseForecaster,
-    ESSMForecaster,
-    LSTMForecaster,
-    NaiveForecaster,
-    PanelForecaster,
-)
 
 __version__ = "0.2.0"
-__all__ = [
-    "ARIMAForecaster", "BaseForecaster", "ESSMForecaster", "LSTMForecaster", "NaiveForecaster",
-    "PanelForecaster", "StreamingNotSupported", "__version__",
-]
+_FORECASTERS = ("ARIMAForecaster", "BaseForecaster", "ESSMForecaster", "LSTMForecaster", "NaiveForecaster",
+                "PanelForecaster")
+__all__ = [*_FORECASTERS, "StreamingNotSupported", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FORECASTERS:
+        return getattr(import_module("tsessm.forecasters"), name)
+    raise AttributeError(f"module 'tsessm' has no attribute {name!r}")

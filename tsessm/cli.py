@@ -60,7 +60,13 @@ def _track_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", default="tsessm", help="MLflow experiment name")
 
 
-def build_parser() -> argparse.ArgumentParser:
+BENCH_HELP = "benchmarks: accuracy vs S4 and the baselines, speed and size"
+
+
+def build_parser(command: str | None = "bench") -> argparse.ArgumentParser:
+    """The `tsessm` parser. The benchmark suites' options live in modules that load torch; unless
+    `command` is "bench", `bench` is registered by name and help only (main() passes the command
+    it sees, so `tsessm --help` and the other commands answer without loading them)."""
     parser = argparse.ArgumentParser(
         prog="tsessm", description="Streaming time-series forecasting with eSSM.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -106,17 +112,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     _track_args(p)
 
-    from tsessm.bench.command import add_bench_parser
+    from tsessm.bench.command import add_bench_parser  # light: the suites load inside it
     from tsessm.retrain import add_retrain_parser
     from tsessm.schedule import add_schedule_parser
     from tsessm.stream import add_stream_parser
-    from tsessm.tuning import add_tune_parser
+    from tsessm.tune_cli import add_tune_parser
 
     add_stream_parser(sub)
     add_tune_parser(sub)
     add_retrain_parser(sub)
     add_schedule_parser(sub)
-    add_bench_parser(sub)
+    if command == "bench":
+        add_bench_parser(sub)
+    else:
+        sub.add_parser("bench", help=BENCH_HELP)
     return parser
 
 
@@ -310,13 +319,15 @@ def run_script(prog: str, description: str | None, add_arguments: Callable[[argp
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)  # the only top-level option is --debug
+    args = build_parser(command).parse_args(argv)
     if args.command == "stream":
         from tsessm.stream import run_stream_command
 
         return run_stream_command(args)
     if args.command == "tune":
-        from tsessm.tuning import run_tune_command
+        from tsessm.tune_cli import run_tune_command
 
         return run_tune_command(args)
     if args.command == "retrain":

@@ -10,6 +10,7 @@ def add_bench_parser(subparsers: Any) -> None:
     from tsessm.bench import accuracy, speed
 
     p = subparsers.add_parser("bench", help="benchmarks: accuracy vs S4 and the baselines, speed and size")
+    # the suites' modules load torch and the jobs: only when `bench` itself is parsed
     suites = p.add_subparsers(dest="suite", required=True, metavar="SUITE")
     for name, module, text in (("accuracy", accuracy, "the Informer-protocol grid -> results/accuracy.csv + table + plots"),
                                ("speed", speed, "speed and size ratios measured side by side -> results/speed.json")):
