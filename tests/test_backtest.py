@@ -292,7 +292,7 @@ def test_plot_backtest_writes_png(essm, tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(data) > 1000
     other = tmp_path / "bt_b.png"
-    plot_backtest(results, other, target="b", steps=[2])
+    plot_backtest(results, other, target="b", step=2)
     assert other.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -390,3 +390,16 @@ def test_adapter_protocol(model_path, new):
     assert list(forecast) == ["load", "temp"] and all(len(v) == 4 for v in forecast.values())
     # the runner accepts an adapter as well as a model
     assert run_stream(adapter, records(new.iloc[1:3])).counters.applied == 2
+
+
+def test_a_resumed_run_reports_its_own_counts(model_path, new, tmp_path, capsys):
+    source = write_csv(new.iloc[:10], tmp_path / "new.csv")
+    argv = ["--model", str(model_path), "--input", str(source), "--output", str(tmp_path / "out.jsonl"),
+            "--checkpoint", str(tmp_path / "ck")]
+    assert main(argv) == 0
+    first = capsys.readouterr().err
+    assert "this run 10 applied" in first and "10 lines written" in first
+    assert main(argv) == 0  # the same input again: every row is a replay
+    again = capsys.readouterr().err
+    assert "(resumed)" in again and "this run 0 applied" in again and "0 lines written" in again
+    assert "since the checkpoint began: 10 applied, 10 lines written" in again

@@ -184,7 +184,8 @@ def _find(spec: DatasetSpec, data_dir: str | os.PathLike | None) -> Path:
         f"dataset {spec.name!r}: neither {spec.file} nor {spec.file}.gz was found.\n"
         f"Folders searched, in order:\n{searched}\n"
         f"Put the file into one of them (the project's datasets/ folder is git-ignored for "
-        f"raw files), set {ENV_VAR}=/path/to/folder, or pass data_dir=... .\n"
+        f"raw files), set {ENV_VAR}=/path/to/folder, or pass --data-dir on the command line (data_dir=... "
+        f"in Python).\n"
         f"Where to get it: {spec.published}."
     )
 

@@ -211,6 +211,9 @@ class NeuralForecaster(BaseForecaster):
             else:
                 bad_epochs += 1
                 if val_spans and bad_epochs >= self.patience:
+                    if self.verbose:  # the bar stops short of `epochs`: say why
+                        bar.write(f"{type(self).__name__}: early stopping after epoch {epoch + 1}: no validation "
+                                  f"improvement for {self.patience} epochs; keeping epoch {epoch + 1 - bad_epochs}")
                     break
         if best is not None:
             self.net_.load_state_dict(best)

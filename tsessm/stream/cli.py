@@ -178,10 +178,12 @@ def run_stream_command(args: argparse.Namespace) -> int:
     if result.exit_code:
         _error(result.message or result.status)
         return result.exit_code
-    c = result.counters
+    c, total = result.run_counters, result.counters
     how = {"end": "end of input", "stopped": "stopped", "idle": "idle timeout"}.get(result.status, result.status)
-    print(f"tsessm stream: {how}{' (resumed)' if result.resumed else ''}: {c.applied} applied, {c.filled} filled, "
-          f"{c.duplicates} replays skipped, {c.bad} bad records, {c.emitted} lines written; "
+    totals = (f" (since the checkpoint began: {total.applied} applied, {total.emitted} lines written)"
+              if result.resumed else "")
+    print(f"tsessm stream: {how}{' (resumed)' if result.resumed else ''}: this run {c.applied} applied, {c.filled} "
+          f"filled, {c.duplicates} replays skipped, {c.bad} bad records, {c.emitted} lines written{totals}; "
           f"checkpoint at input line {result.line} in {args.checkpoint}"
           + (f"; model version {result.model_version}" if result.model_version is not None else "")
           + (f" ({len(result.switches)} hand-over{'s' if len(result.switches) != 1 else ''})"

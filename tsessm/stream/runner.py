@@ -67,6 +67,13 @@ class StreamResult:
     lines: list[dict] | None = field(default=None, repr=False)  # the output, when no sink was given
     model_version: int | None = None  # the registry version serving at the end (models:/ sources)
     switches: list[dict] = field(default_factory=list)  # model hand-overs: from, to, time, line
+    counters_at_start: Counters = field(default_factory=Counters)  # restored from the checkpoint
+
+    @property
+    def run_counters(self) -> Counters:
+        """This run's own counts (`counters` are totals since the checkpoint folder began)."""
+        start = asdict(self.counters_at_start)
+        return Counters(**{k: v - start[k] for k, v in asdict(self.counters).items()})
 
     @property
     def exit_code(self) -> int:
@@ -132,6 +139,7 @@ class _Runner:
         self.max_fill = max_fill
         self.log, self.record_delay = log, record_delay
         self.counters = Counters()
+        self.counters_at_start = Counters()
         self.series: dict[Any, _Series] = {}
         self.line = 0
         self.seq = 0
@@ -145,6 +153,7 @@ class _Runner:
     # ----- checkpoint -----------------------------------------------------------------------
     def restore(self, manifest: dict) -> None:
         self.counters = Counters(**{k: int(v) for k, v in manifest["counters"].items() if k in Counters.__dataclass_fields__})
+        self.counters_at_start = Counters(**asdict(self.counters))
         self.series = {
             entry["id"]: _Series(int(entry["count"]), entry.get("last_values")) for entry in manifest["series"]
         }
@@ -474,7 +483,8 @@ def run_stream(
                 store.unlock()
     return StreamResult(status=status, message=message, counters=runner.counters, line=runner.line,
                         adapter=runner.adapter, resumed=manifest is not None, lines=getattr(out, "lines", None),
-                        model_version=runner.model_version, switches=runner.switches)
+                        model_version=runner.model_version, switches=runner.switches,
+                        counters_at_start=runner.counters_at_start)
 
 
 def _open_adapter(model: Any, manifest: dict | None,
