@@ -75,10 +75,11 @@ def test_every_command_is_wired(tmp_path, capsys):
 
 
 def test_help_and_argument_errors_load_neither_torch_nor_statsmodels():
-    # what makes `tsessm --help` answer at once: the parser of every command but `bench` is light
+    # what makes `tsessm --help` answer at once: every command's parser is light
     code = ("import sys, contextlib, io\n"
             "from tsessm.cli import main\n"
-            "for argv in (['--help'], ['tune', '--help'], ['stream', '--help'], ['train', '--bogus']):\n"
+            "for argv in (['--help'], ['tune', '--help'], ['stream', '--help'], ['bench', 'speed', '--help'],\n"
+            "             ['bench', 'accuracy', '--help'], ['retrain', '--help'], ['train', '--bogus']):\n"
             "    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
             "        try:\n"
             "            main(argv)\n"

@@ -69,13 +69,8 @@ def _track_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", default="tsessm", help="MLflow experiment name")
 
 
-BENCH_HELP = "benchmarks: accuracy vs S4 and the baselines, speed and size"
-
-
-def build_parser(command: str | None = "bench") -> argparse.ArgumentParser:
-    """The `tsessm` parser. The benchmark suites' options live in modules that load torch; unless
-    `command` is "bench", `bench` is registered by name and help only (main() passes the command
-    it sees, so `tsessm --help` and the other commands answer without loading them)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The `tsessm` parser: light to build (every command's module loads its heavy parts when it runs)."""
     parser = argparse.ArgumentParser(
         prog="tsessm", description="Streaming time-series forecasting with eSSM.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -129,7 +124,7 @@ def build_parser(command: str | None = "bench") -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random_state of the neural models (default 0)")
     _track_args(p)
 
-    from tsessm.bench.command import add_bench_parser  # light: the suites load inside it
+    from tsessm.bench.command import add_bench_parser
     from tsessm.retrain import add_retrain_parser
     from tsessm.schedule import add_schedule_parser
     from tsessm.stream import add_stream_parser
@@ -139,10 +134,7 @@ def build_parser(command: str | None = "bench") -> argparse.ArgumentParser:
     add_tune_parser(sub)
     add_retrain_parser(sub)
     add_schedule_parser(sub)
-    if command == "bench":
-        add_bench_parser(sub)
-    else:
-        sub.add_parser("bench", help=BENCH_HELP)
+    add_bench_parser(sub)
     return parser
 
 
@@ -286,9 +278,7 @@ def run_script(prog: str, description: str | None, add_arguments: Callable[[argp
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    command = next((a for a in argv if not a.startswith("-")), None)  # the only top-level option is --debug
-    args = build_parser(command).parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.command != "bench":  # the benchmarks set their threads themselves (--threads)
         from tsessm.threads import choose_torch_threads
 

@@ -62,6 +62,9 @@ def run_demo(args: argparse.Namespace) -> None:
     print(f"{source.name} univariate {args.column}: horizon{'s' if len(horizons) > 1 else ''} "
           f"{', '.join(map(str, horizons))}, lookback {args.lookback}; {source.info['split']}; "
           f"torch {torch.get_num_threads()} thread(s)", flush=True)
+    print("The accuracy benchmark's cell" + (" at every protocol horizon" if args.full else
+          f" at horizon {horizons[0]}, nothing shortened (--full: every protocol horizon)") +
+          f"; models: {args.models}; neural models at most {args.epochs} epochs with early stopping.", flush=True)
     clock.lap("data")
     out_dir = Path(args.out_dir)
     created = not out_dir.exists()

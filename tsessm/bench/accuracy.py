@@ -26,18 +26,15 @@ from typing import Any
 
 from tsessm import datasets, jobs
 from tsessm.backtest import backtest
+from tsessm.bench.options import DATASETS, DEFAULT_CONFIG, DEFAULT_RESULTS, EXPERIMENT, MODELS
+from tsessm.bench.options import add_accuracy_arguments as add_arguments  # noqa: F401  (the suite's interface)
 from tsessm.bench.results import ResultsFile, params_key
 from tsessm.tracking import git_commit, start_run
 
-DATASETS = ("ETTh1", "ETTh2", "ETTm1", "WTH", "ECL")
 SETTINGS = ("S", "M")
-MODELS = ("essm", "lstm", "arima", "naive")
 # The one-pass (streaming) backtest is reported for the model that streams; the rest are windowed.
 ONE_PASS_MODELS = ("essm",)
 QUICK = {"datasets": ("ETTh1",), "settings": ("S",), "horizons": (24, 48), "models": MODELS}
-DEFAULT_CONFIG = Path(__file__).resolve().with_name("accuracy.toml")  # shipped with the package
-DEFAULT_RESULTS = Path("pipelines") / "results" / "accuracy.csv"
-EXPERIMENT = "tsessm-bench-accuracy"
 
 
 @dataclass(frozen=True)
@@ -165,28 +162,6 @@ def validation_scores(model: Any, source: jobs.DataSource, lookback: int) -> dic
 
 def _csv_list(text: str | None, cast=str) -> tuple | None:
     return tuple(cast(x) for x in text.split(",") if x) if text else None
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--datasets", help=f"comma-separated (default {','.join(DATASETS)}; ECL only where its file is found)")
-    p.add_argument("--settings", help="S (univariate), M (multivariate) or both (default S,M)")
-    p.add_argument("--horizons", help="comma-separated (default: each dataset's protocol horizons)")
-    p.add_argument("--models", help=f"comma-separated (default {','.join(MODELS)})")
-    p.add_argument("--quick", action="store_true",
-                   help="a subset that finishes in minutes: ETTh1, S, horizons 24 and 48, every model")
-    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="model parameters per cell (TOML; default: the "
-                   "choices behind the published results, tsessm/bench/accuracy.toml)")
-    p.add_argument("--set", action="append", default=[], metavar="MODEL.NAME=VALUE",
-                   help="override a parameter for every cell of MODEL, e.g. --set essm.epochs=2")
-    p.add_argument("--results", default=str(DEFAULT_RESULTS),
-                   help="the results CSV, read to resume, then extended (default %(default)s, from the current folder)")
-    p.add_argument("--report-dir", help="where the markdown table and the plots go (default: next to --results)")
-    p.add_argument("--report-only", action="store_true", help="only render the table and plots from --results")
-    p.add_argument("--data-dir", help="folder with the dataset files (e.g. a user-supplied ECL.csv)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--track", action=argparse.BooleanOptionalAction, default=True,
-                   help="one MLflow run per cell ($MLFLOW_TRACKING_URI, default sqlite:///mlruns.db)")
-    p.add_argument("--experiment", default=EXPERIMENT, help="MLflow experiment name")
 
 
 def _apply_sets(config: dict[str, Any], items: list[str]) -> dict[str, Any]:

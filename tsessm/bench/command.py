@@ -5,18 +5,18 @@ import argparse
 import sys
 from typing import Any
 
+from tsessm.bench import options
+
 
 def add_bench_parser(subparsers: Any) -> None:
-    from tsessm.bench import accuracy, speed
-
     p = subparsers.add_parser("bench", help="benchmarks: accuracy vs S4 and the baselines, speed and size")
-    # the suites' modules load torch and the jobs: only when `bench` itself is parsed
     suites = p.add_subparsers(dest="suite", required=True, metavar="SUITE")
-    for name, module, text in (("accuracy", accuracy, "the Informer-protocol grid -> results/accuracy.csv + table + plots"),
-                               ("speed", speed, "speed and size ratios measured side by side -> results/speed.json")):
-        sp = suites.add_parser(name, help=text, description=module.__doc__,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
-        module.add_arguments(sp)
+    for name, add_arguments, text, description in (
+            ("accuracy", options.add_accuracy_arguments, "the Informer-protocol grid -> results/accuracy.csv + table + plots",
+             options.ACCURACY_HELP),
+            ("speed", options.add_speed_arguments, "speed and size ratios measured side by side -> results/speed.json",
+             options.SPEED_HELP)):
+        add_arguments(suites.add_parser(name, help=text, description=description))
 
 
 def suite_main(module: Any, prog: str, argv: list[str] | None = None) -> int:
@@ -28,7 +28,7 @@ def suite_main(module: Any, prog: str, argv: list[str] | None = None) -> int:
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
-    from tsessm.bench import accuracy, speed
+    from tsessm.bench import accuracy, speed  # the suites load torch and the jobs: only when one runs
 
     module = accuracy if args.suite == "accuracy" else speed
     try:

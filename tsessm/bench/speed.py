@@ -38,18 +38,12 @@ import torch
 
 from tsessm.bench import backtest_timing, core_timing, peak_memory, stream_timing
 from tsessm.bench.machine import describe
-from tsessm.forecasters.base import atomic_write_bytes
+from tsessm.bench.options import DEFAULT_OUT, FULL, GROUPS, QUICK, QUICK_OUT
+from tsessm.bench.options import add_speed_arguments as add_arguments  # noqa: F401  (the suite's interface)
+from tsessm.files import atomic_write_bytes
 from tsessm.forecasters.essm import ESSMForecaster
 from tsessm.forecasters.neural import resolve_device
 
-DEFAULT_OUT = Path("pipelines") / "results" / "speed.json"
-QUICK_OUT = Path("pipelines") / "results" / "speed_quick.json"  # a quick run never replaces the full record
-GROUPS = ("core", "train", "params", "latency", "history", "recompute", "panel", "backtest", "arima", "memory")
-# Sizes of the full run and of --quick; a flag given on the command line overrides either.
-FULL = {"lengths": [96, 336, 720], "core_repeats": 9, "train_repeats": 3, "history_rows": 100_000,
-        "repeats": 200, "n_series": 10_000, "panel_rounds": 5, "backtest_repeats": 3, "memory_steps": 10}
-QUICK = {"lengths": [96], "core_repeats": 3, "train_repeats": 1, "history_rows": 10_000,
-         "repeats": 30, "n_series": 1_000, "panel_rounds": 3, "backtest_repeats": 1, "memory_steps": 2}
 MEMORY_GOAL_MB = 2048.0
 MEMORY_LOOKBACK = 720
 MMAP_THRESHOLD = 16 << 20  # bytes: allocations at least this big are mmapped (glibc)
@@ -265,41 +259,6 @@ def write_json(result: dict[str, Any], path: str | os.PathLike) -> None:
 
 
 # ----- command line --------------------------------------------------------------------------
-def _int_list(text: str) -> list[int]:
-    return [int(t) for t in text.split(",") if t.strip()]
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of `tsessm bench speed` and pipelines/benchmark_speed.py."""
-    parser.add_argument("--quick", action="store_true", help="smaller sizes: a minute or two (recorded in the JSON)")
-    parser.add_argument("--out", default=None,
-                        help=f"JSON result file (default {DEFAULT_OUT}, or {QUICK_OUT} with --quick)")
-    parser.add_argument("--skip", action="append", default=[], choices=GROUPS, metavar="NAME",
-                        help=f"leave a measure out (repeatable): {', '.join(GROUPS)}")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto: CUDA when present)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--data-dir", default=None, help="folder with the benchmark files (default: searched)")
-    parser.add_argument("--seed", type=int, default=0)
-    g = parser.add_argument_group("nets (the same width and depth for the eSSM and the LSTM)")
-    g.add_argument("--d-model", type=int, default=128)
-    g.add_argument("--n-layers", type=int, default=2)
-    g.add_argument("--d-state", type=int, default=64)
-    g.add_argument("--n-heads", type=int, default=1)
-    g.add_argument("--param-heads", type=_int_list, default=[1, 8], help="head counts in the parameter detail")
-    g = parser.add_argument_group("sizes (default: the full run's, or --quick's)")
-    g.add_argument("--lengths", type=_int_list, default=None, help=f"sequence lengths of the core timing (full {FULL['lengths']})")
-    g.add_argument("--core-repeats", type=int, default=None, help="timed forward+backward passes per core and length")
-    g.add_argument("--train-repeats", type=int, default=None, help="timed ETTh1 training epochs per model")
-    g.add_argument("--history-rows", type=int, default=None, help="the long history (full 100 000)")
-    g.add_argument("--repeats", type=int, default=None, help="timed update+predict calls per side")
-    g.add_argument("--n-series", type=int, default=None, help="series in the panel (full 10 000)")
-    g.add_argument("--panel-rounds", type=int, default=None)
-    g.add_argument("--backtest-repeats", type=int, default=None)
-    g.add_argument("--memory-steps", type=int, default=None, help="training steps in the peak-RSS child")
-    g.add_argument("--memory-horizon", type=int, default=96, help="horizon of the ETTm1 training (default 96)")
-    g.add_argument("--window", type=int, default=720, help="rows the windowed recompute reads (default 720)")
-
-
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """The resolved settings of a run: sizes from --quick or the full table, overridden by flags."""
     sizes = QUICK if args.quick else FULL
