@@ -448,3 +448,25 @@ def test_with_covariates(frame):
         with_covariates(y, to_series(frame[["b"]].iloc[:-1]))
     with pytest.raises(ValueError, match=r"'a'"):
         with_covariates(y, to_series(frame[["a"]]))
+
+
+def test_every_reader_picks_the_same_time_column(tmp_path):
+    """A file with both `date` and `time` is indexed by `time` (TIME_COLUMNS' order) by `train`'s
+    reader and by `retrain`'s alike; they used to disagree (date first in one, time in the other)."""
+    from tsessm.columns import TIME_COLUMNS
+    from tsessm.data import read_table
+    from tsessm.retrain import RetrainConfig, _read_file
+
+    n = 30
+    frame = pd.DataFrame({"date": pd.date_range("2020-01-01", periods=n, freq="D"),
+                          "time": pd.date_range("2024-01-01", periods=n, freq="h"), "load": np.arange(n, dtype=float)})
+    path = tmp_path / "both.csv"
+    frame.to_csv(path, index=False)
+    assert TIME_COLUMNS[0] == "time"
+    by_train = read_table(str(path))
+    config = RetrainConfig(data_path=path, target=["load"], model="naive", holdout=5, registry_name="x")
+    by_retrain = _read_file(path, config)
+    by_retrain = by_retrain if isinstance(by_retrain, pd.DataFrame) else by_retrain.to_pandas()
+    assert by_train.index.name == "time" and by_train.index[1] == pd.Timestamp("2024-01-01 01:00")
+    retrain_index = by_retrain.index if isinstance(by_retrain.index, pd.DatetimeIndex) else by_retrain["time"]
+    assert pd.Timestamp(retrain_index[1]) == pd.Timestamp("2024-01-01 01:00")

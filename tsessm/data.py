@@ -12,6 +12,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from tsessm.columns import TIME_COLUMNS
+
 MISSING_POLICIES = ("error", "ffill", "interpolate")
 
 
@@ -312,7 +314,8 @@ def standard_stats(values: np.ndarray, columns: Sequence[str] | None = None) -> 
 def read_table(path: str, time_col: str | None = None) -> pd.DataFrame:
     """Read a CSV or Parquet file into a frame indexed by its time column.
 
-    time_col: the timestamp column; default "date", "time", "timestamp" or "ds" if present.
+    time_col: the timestamp column; default the first of `TIME_COLUMNS` present ("time", "date",
+    "timestamp", "ds").
     """
     import os
 
@@ -324,10 +327,10 @@ def read_table(path: str, time_col: str | None = None) -> pd.DataFrame:
         frame = pd.read_csv(path)
     else:
         raise ValueError(f"{path}: unsupported file type; use .csv, .csv.gz or .parquet")
-    candidates = [time_col] if time_col else [c for c in ("date", "time", "timestamp", "ds") if c in frame]
+    candidates = [time_col] if time_col else [c for c in TIME_COLUMNS if c in frame]
     if not candidates or candidates[0] not in frame:
         raise ValueError(
-            f"{path}: no time column found (looked for {time_col or 'date, time, timestamp, ds'}); "
+            f"{path}: no time column found (looked for {time_col or ', '.join(TIME_COLUMNS)}); "
             f"columns are {', '.join(map(str, frame.columns[:10]))}"
         )
     col = candidates[0]

@@ -46,11 +46,11 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from tsessm.columns import TIME_COLUMNS
 from tsessm.forecasters.base import BaseForecaster
 from tsessm.redact import mask
 from tsessm.tracking import bound_http_retries, is_model_uri, tracking_uri
 
-TIME_COLUMNS = ("time", "ds", "date", "timestamp")
 ARTIFACT_KEY = "tsessm_model"
 MODEL_FILE = "model.tsessm"
 DEFAULT_ALIAS = "champion"

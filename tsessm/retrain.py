@@ -53,6 +53,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from tsessm.columns import TIME_COLUMNS
 from tsessm.redact import mask
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,6 @@ READERS = ("pandas", "polars")
 SELECTS = ("newest", "all")
 CSV_SUFFIXES = (".csv", ".csv.gz", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
-TIME_COLUMNS = ("time", "date", "timestamp", "ds")
 DEFAULT_EXPERIMENT = "tsessm-retrain"
 LOCK_DIR_ENV = "TSESSM_LOCK_DIR"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
