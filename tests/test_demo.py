@@ -82,3 +82,19 @@ def test_early_stopping_says_so(capsys, monkeypatch):
     printed = capsys.readouterr()
     assert len(model.history_) == 3
     assert "early stopping after epoch 3: no validation improvement for 2 epochs; keeping epoch 1" in printed.out + printed.err
+
+
+def test_a_bad_thread_setting_falls_back_and_a_demo_with_no_model_says_so(monkeypatch, capsys, tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("TSESSM_THREADS", "abc")
+        monkeypatch.setattr(threads, "_others_running", lambda: 0)
+        assert threads.choose_torch_threads() == min(torch.get_num_threads(), threads._cores())
+        assert "TSESSM_THREADS='abc' is not a number" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)
+    monkeypatch.delenv("TSESSM_THREADS")
+    assert main(["demo", "--no-track", "--models", "prophet", "--out-dir", str(tmp_path / "d")]) == 1
+    assert "no model ran" in capsys.readouterr().err and not (tmp_path / "d").exists()

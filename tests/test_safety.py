@@ -353,3 +353,80 @@ def test_output_to_a_character_device_works_and_checkpoints(tmp_path, model_file
                         str(_jsonl(tmp_path / "in.jsonl", _records(_frame().iloc[N_FIT:N_FIT + 3]))),
                         "--output", os.devnull, "--checkpoint", str(ckpt)])
     assert code == 0 and json.loads((ckpt / "checkpoint.json").read_text())["counters"]["applied"] == 3
+
+
+# ----- from a cold review: files that are well-formed but wrong, and what round trips keep ----------
+def _rewrite_member(path: Path, member: str, data: bytes, out: Path) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, data if info.filename == member else src.read(info))
+    return out
+
+
+def test_well_formed_but_wrong_model_files_are_clean_errors(tmp_path, capsys, model_file):
+    import io
+
+    wrong = io.BytesIO()
+    np.lib.format.write_array(wrong, np.zeros((3, 3), np.float32))
+    shaped = _rewrite_member(model_file, "arrays/3.npy", wrong.getvalue(), tmp_path / "shape.tsm")
+    with pytest.raises(persist.ModelFileError, match="damaged ESSMForecaster"):
+        BaseForecaster.load(shaped)
+    assert cli_main(["predict", "--model", str(shaped)]) == 2 and "internal error" not in capsys.readouterr().err
+    huge = io.BytesIO()
+    np.lib.format.write_array(huge, np.zeros(2, np.float32))
+    bomb = _rewrite_member(model_file, "arrays/0.npy", huge.getvalue().replace(b"(2,)", b"(99999999999,)"),
+                           tmp_path / "huge.tsm")
+    with pytest.raises(persist.ModelFileError, match="more than the"):
+        BaseForecaster.load(bomb)
+    deep = _rewrite_member(model_file, persist.DOCUMENT, b"[" * 100_000 + b"]" * 100_000, tmp_path / "deep.tsm")
+    with pytest.raises(persist.ModelFileError):
+        BaseForecaster.load(deep)
+
+
+def test_timestamps_keep_their_time_zone_and_user_subclasses_round_trip(tmp_path):
+    stamp = pd.Timestamp("2024-03-31 03:00", tz="Europe/Berlin")
+    (tmp_path / "t.tsm").write_bytes(persist.dumps({"t": stamp, "naive": pd.Timestamp("2024-01-01")}))
+    back = persist.read(tmp_path / "t.tsm")
+    assert back["t"] == stamp and str(back["t"].tz) == "Europe/Berlin" and back["naive"].tz is None
+
+    class MyNaive(NaiveForecaster):
+        pass
+    model = MyNaive(horizon=3).fit(_frame().iloc[:N_FIT])
+    model.save(tmp_path / "mine.tsm")
+    assert type(BaseForecaster.load(tmp_path / "mine.tsm")) is MyNaive
+    pd.testing.assert_frame_equal(MyNaive.load(tmp_path / "mine.tsm").predict(), model.predict())
+
+
+@pytest.mark.parametrize("entry", [{"id": [1], "count": 1}, {"id": None, "count": 1, "last_values": [1.0]}])
+def test_checkpoint_series_that_do_not_fit_exit_2(tmp_path, capsys, model_file, entry):
+    ckpt = tmp_path / "ckpt"
+    assert run_stream(str(model_file), _records(_frame().iloc[N_FIT:N_FIT + 3]), checkpoint=ckpt).status == "end"
+    manifest = json.loads((ckpt / "checkpoint.json").read_text())
+    manifest["series"] = [entry]  # a list id; one last value for a two-column model
+    (ckpt / "checkpoint.json").write_text(json.dumps(manifest))
+    code = stream_main(["--model", str(model_file), "--input", str(_jsonl(tmp_path / "in.jsonl", [])),
+                        "--checkpoint", str(ckpt)])
+    assert code == 2 and "damaged checkpoint" in capsys.readouterr().err
+    assert run_stream(str(model_file), [], checkpoint=tmp_path / "other").status == "end"  # nothing left locked
+
+
+def test_more_secrets_are_masked():
+    assert mask("http://u:p@ss@h:5000/api") == "http://u:***@h:5000/api"  # an unescaped @ in the password
+    assert mask("https://TOKEN123@host/x") == "https://***@host/x"
+    assert mask("https://h/x?access_token=a&client_secret=b&X-Amz-Signature=c&a=1") == \
+        "https://h/x?access_token=***&client_secret=***&X-Amz-Signature=***&a=1"
+    assert mask("file:///tmp/x@y") == "file:///tmp/x@y"
+
+
+def test_observe_moves_an_integer_index_forward():
+    frame = pd.DataFrame({"y": np.sin(np.arange(100) / 3)})
+    model = NaiveForecaster(horizon=3).fit(frame.iloc[:90])
+    model.observe([0.5])
+    assert model.predict().index.tolist() == [91, 92, 93]
+    model.update(frame.iloc[91:92])  # the next row after the observed one
+    with pytest.raises(ValueError, match="is not after"):
+        model.observe([0.1], time=91)
+    model.observe([0.1], time=92)
+    assert model.n_seen_ == 93

@@ -10,7 +10,7 @@ from typing import Any
 
 from tsessm.errors import StreamingNotSupported
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 _FORECASTERS = ("ARIMAForecaster", "BaseForecaster", "ESSMForecaster", "LSTMForecaster", "NaiveForecaster",
                 "PanelForecaster")
 __all__ = [*_FORECASTERS, "StreamingNotSupported", "__version__"]

@@ -260,23 +260,6 @@ def cmd_demo(args: argparse.Namespace) -> None:
 COMMANDS = {"train": cmd_train, "backtest": cmd_backtest, "predict": cmd_predict, "demo": cmd_demo}
 
 
-def run_script(prog: str, description: str | None, add_arguments: Callable[[argparse.ArgumentParser], None],
-               run: Callable[[argparse.Namespace], int], argv: Sequence[str] | None = None,
-               errors: tuple[type[Exception], ...] = ()) -> int:
-    """One sub-command run as its own script (`python -m tsessm.retrain`, pipelines/*.py).
-
-    `errors`: exceptions that mean bad input: one line on stderr and exit 2 instead of a traceback.
-    """
-    parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except errors as exc:
-        parser.exit(2, f"{prog}: error: {exc}\n")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command != "bench":  # the benchmarks set their threads themselves (--threads)

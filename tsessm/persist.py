@@ -29,6 +29,7 @@ FORMAT = 3
 DOCUMENT = "tsessm-model.json"
 PICKLE_MAGIC = b"\x80"  # every pickle of protocol 2 or later starts with PROTO
 ZIP_MAGIC = b"PK\x03\x04"
+MAX_DOCUMENT_BYTES = 64 << 20  # the JSON part; a real model's is a few kilobytes
 # Dataclasses a model file may hold, by name; modules that define one add it with `allow`.
 _DATACLASSES: dict[str, type] = {"Series": Series}
 
@@ -78,8 +79,8 @@ class _Writer:
             if all(isinstance(k, str) and not k.startswith("__") for k in value):
                 return {k: self.encode(v) for k, v in value.items()}
             return {"__map__": [[self.encode(k), self.encode(v)] for k, v in value.items()]}
-        if isinstance(value, pd.Timestamp):
-            return {"__timestamp__": value.isoformat()}
+        if isinstance(value, pd.Timestamp):  # the zone by name: an offset alone loses daylight saving
+            return {"__timestamp__": value.isoformat(), "tz": _tz_name(value.tz)}
         if isinstance(value, pd.Timedelta):
             return {"__timedelta__": int(value.value)}
         if isinstance(value, pd.DateOffset):
@@ -133,9 +134,20 @@ class _Reader:
         if not isinstance(name, str) or not name.startswith("arrays/"):
             raise ModelFileError(f"{self.where}: not a tsessm model file (bad array reference {name!r})")
         try:
-            with self.archive.open(name) as f:
-                return np.lib.format.read_array(io.BytesIO(f.read()), allow_pickle=False)
-        except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
+            info = self.archive.getinfo(name)
+            if info.compress_type != zipfile.ZIP_STORED:  # tsessm stores arrays uncompressed: no zip bombs
+                raise ValueError("compressed member")
+            data = io.BytesIO(self.archive.read(info))
+            version = np.lib.format.read_magic(data)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"npy format {version}")
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(data)
+            if dtype.hasobject or np.prod(shape, dtype=np.int64) * dtype.itemsize > info.file_size:
+                raise ValueError(f"header promises {shape} {dtype}, more than the {info.file_size} bytes stored")
+            data.seek(0)
+            return np.lib.format.read_array(data, allow_pickle=False)
+        except (KeyError, ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
             raise ModelFileError(f"{self.where}: not a tsessm model file (array {name}: {exc})") from None
 
     def decode(self, value: Any) -> Any:
@@ -143,7 +155,7 @@ class _Reader:
             return [self.decode(v) for v in value]
         if not isinstance(value, dict):
             return value
-        if len(value) == 1 or "__dataclass__" in value:
+        if len(value) == 1 or "__dataclass__" in value or "__timestamp__" in value:
             tag = next(iter(value))
             if tag.startswith("__"):
                 return self._tagged(tag, value)
@@ -162,7 +174,8 @@ class _Reader:
         if tag == "__map__":
             return {_hashable(self.decode(k)): self.decode(v) for k, v in body}
         if tag == "__timestamp__":
-            return pd.Timestamp(body)
+            stamp = pd.Timestamp(body)
+            return stamp.tz_convert(value["tz"]) if value.get("tz") else stamp
         if tag == "__timedelta__":
             return pd.Timedelta(int(body), unit="ns")
         if tag == "__offset__":
@@ -255,7 +268,12 @@ def read(path: str | os.PathLike, allow_pickle: bool = False) -> dict:
         raise ModelFileError(f"{where}: not a tsessm model file ({'empty' if not data else 'unknown content'})")
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-        header = json.loads(archive.read(DOCUMENT))
+        info = archive.getinfo(DOCUMENT)
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size > MAX_DOCUMENT_BYTES:
+            raise ValueError("the document is compressed or too large")
+        header = json.loads(archive.read(info))
+    except RecursionError:
+        raise ModelFileError(f"{where}: not a tsessm model file (its document is nested too deeply)") from None
     except (zipfile.BadZipFile, KeyError, ValueError, EOFError) as exc:
         raise ModelFileError(f"{where}: not a tsessm model file (damaged: {exc})") from None
     if not isinstance(header, dict):
@@ -266,7 +284,7 @@ def read(path: str | os.PathLike, allow_pickle: bool = False) -> dict:
         return _Reader(archive, where).decode(header["document"])
     except ModelFileError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
         raise ModelFileError(f"{where}: not a tsessm model file (damaged document: {exc})") from None
 
 

@@ -49,7 +49,7 @@ import pandas as pd
 from tsessm.columns import TIME_COLUMNS
 from tsessm.forecasters.base import BaseForecaster
 from tsessm.redact import mask
-from tsessm.tracking import bound_http_retries, is_model_uri, tracking_uri
+from tsessm.mlflow_uri import bound_http_retries, is_model_uri, tracking_uri
 
 ARTIFACT_KEY = "tsessm_model"
 MODEL_FILE = "model.tsessm"

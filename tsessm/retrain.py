@@ -55,6 +55,7 @@ from typing import Any, Iterator, Sequence
 
 from tsessm.columns import TIME_COLUMNS
 from tsessm.redact import mask
+from tsessm.scripts import run_script
 
 log = logging.getLogger(__name__)
 
@@ -945,8 +946,6 @@ def run_retrain_command(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m tsessm.retrain --config retrain.toml` (what `tsessm retrain` runs)."""
-    from tsessm.cli import run_script
-
     return run_script("tsessm retrain", __doc__, _add_arguments, run_retrain_command, argv)
 
 

@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from tsessm.scripts import run_script
+
 log = logging.getLogger("tsessm.schedule")
 
 MACROS = {
@@ -310,8 +312,6 @@ def run_schedule_command(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m tsessm.schedule --cron ... --config ...` (what `tsessm schedule` runs)."""
-    from tsessm.cli import run_script
-
     return run_script("tsessm schedule", __doc__, _add_arguments, run_schedule_command, argv)
 
 

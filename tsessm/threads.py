@@ -3,11 +3,13 @@
 torch starts one thread per core. When another job keeps cores busy, each parallel operator waits
 at its barrier for a thread that is not running: beside one CPU-bound process on 2 cores the demo's
 eSSM fit took 13x its idle time (224 s against 17 s), far more than a fair share explains. The
-command line therefore asks for the cores that are free when it starts.
+command line therefore asks for the cores that are free when it starts. (In a container,
+/proc/loadavg counts the whole host and CPU quotas are not read: set TSESSM_THREADS there.)
 """
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 # Set by a user who chose the thread count; then tsessm does not choose.
@@ -49,9 +51,12 @@ def choose_torch_threads() -> int | None:
 
     chosen = os.environ.get("TSESSM_THREADS")
     if chosen:
-        torch.set_num_threads(max(1, int(chosen)))
-        return torch.get_num_threads()
-    if any(os.environ.get(name) for name in USER_SETTINGS):
+        try:
+            torch.set_num_threads(max(1, int(chosen)))
+            return torch.get_num_threads()
+        except ValueError:
+            print(f"tsessm: TSESSM_THREADS={chosen!r} is not a number; using the free cores", file=sys.stderr)
+    if any(os.environ.get(name) for name in USER_SETTINGS if name != "TSESSM_THREADS"):
         return None
     torch.set_num_threads(free_cores())
     return torch.get_num_threads()

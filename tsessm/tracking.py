@@ -14,26 +14,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
+from tsessm.mlflow_uri import DEFAULT_URI, bound_http_retries, is_model_uri, tracking_uri  # noqa: F401
 from tsessm.redact import mask
 
-DEFAULT_URI = "sqlite:///mlruns.db"
 DEFAULT_EXPERIMENT = "tsessm"
-
-
-# MLflow retries an unreachable server 7 times with exponential backoff (minutes) by default; a
-# job should fail in seconds and say so. Values the user set in the environment are kept.
-HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-               "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-
-
-def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI)
-
-
-def bound_http_retries() -> None:
-    """Bounded retries and timeouts for MLflow's HTTP calls (unless set in the environment)."""
-    for name, value in HTTP_LIMITS.items():
-        os.environ.setdefault(name, value)
 
 
 def git_commit() -> str | None:
@@ -54,12 +38,6 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return versions
-
-
-def is_model_uri(text: str | os.PathLike) -> bool:
-    """True for an MLflow URI (`models:/NAME@alias`, `runs:/...`, `s3://...`), False for a path."""
-    text = str(text)
-    return "://" in text or text.startswith(("models:/", "runs:/", "mlflow-artifacts:/"))
 
 
 def load_forecaster(uri_or_path: str | os.PathLike, allow_pickle: bool = False) -> Any:

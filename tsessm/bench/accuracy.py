@@ -29,6 +29,7 @@ from tsessm.backtest import backtest
 from tsessm.bench.options import DATASETS, DEFAULT_CONFIG, DEFAULT_RESULTS, EXPERIMENT, MODELS
 from tsessm.bench.options import add_accuracy_arguments as add_arguments  # noqa: F401  (the suite's interface)
 from tsessm.bench.results import ResultsFile, params_key
+from tsessm.scripts import suite_main
 from tsessm.tracking import git_commit, start_run
 
 SETTINGS = ("S", "M")
@@ -247,7 +248,5 @@ def _run_cells(cells: list[Cell], config: dict[str, Any], results: ResultsFile, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tsessm.bench.command import suite_main
-
     return suite_main(sys.modules[__name__], "benchmark_accuracy", argv)
 

@@ -19,14 +19,6 @@ def add_bench_parser(subparsers: Any) -> None:
         add_arguments(suites.add_parser(name, help=text, description=description))
 
 
-def suite_main(module: Any, prog: str, argv: list[str] | None = None) -> int:
-    """A suite run as a script: its own parser; bad input is one line on stderr and exit 2."""
-    from tsessm.cli import run_script
-
-    return run_script(prog, module.__doc__, module.add_arguments, module.run, argv,
-                      errors=(ValueError, FileNotFoundError))
-
-
 def run_bench_command(args: argparse.Namespace) -> int:
     from tsessm.bench import accuracy, speed  # the suites load torch and the jobs: only when one runs
 

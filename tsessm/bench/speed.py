@@ -43,6 +43,7 @@ from tsessm.bench.options import add_speed_arguments as add_arguments  # noqa: F
 from tsessm.files import atomic_write_bytes
 from tsessm.forecasters.essm import ESSMForecaster
 from tsessm.forecasters.neural import resolve_device
+from tsessm.scripts import suite_main
 
 MEMORY_GOAL_MB = 2048.0
 MEMORY_LOOKBACK = 720
@@ -290,8 +291,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tsessm.bench.command import suite_main
-
     return suite_main(sys.modules[__name__], "benchmark_speed", argv)
 
 

@@ -23,9 +23,15 @@ from tsessm.data import (MAX_DEVIATIONS, Series, check_magnitudes, future_index,
 from tsessm.files import atomic_write_bytes  # noqa: F401  (re-exported: older imports name it here)
 
 LABEL_BLOCK = 256  # future labels `observe` builds at once
-# The classes a model file may name: tsessm's own forecasters (and the panel), registered as
-# they are defined. Loading never imports a module or builds a class a file names otherwise.
+# The classes a model file may name, registered as they are defined: tsessm's own forecasters (and
+# the panel) by name, a user's subclasses by "module.QualName" so they never shadow tsessm's. Loading
+# only looks a name up here: it never imports a module or builds a class that a file names.
 MODEL_CLASSES: dict[str, type] = {}
+
+
+def model_class_key(cls: type) -> str:
+    """The name a model file records for `cls`."""
+    return cls.__name__ if cls.__module__.startswith("tsessm.") else f"{cls.__module__}.{cls.__qualname__}"
 
 
 class BaseForecaster(BaseEstimator):
@@ -41,8 +47,7 @@ class BaseForecaster(BaseEstimator):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.__module__.startswith("tsessm."):
-            MODEL_CLASSES[cls.__name__] = cls
+        MODEL_CLASSES[model_class_key(cls)] = cls
 
     # ----- parameter checks ---------------------------------------------------------------
     def _check_params(self) -> None:
@@ -224,10 +229,16 @@ class BaseForecaster(BaseEstimator):
     def _next_label(self, time: Any) -> pd.Index:
         """The index label of the next row (checked against `time` when given)."""
         last = self.last_index_
-        if not isinstance(last, pd.DatetimeIndex):
+        if self.input_kind_.kind.startswith("numpy"):  # integer steps carry no labels
             if time is not None:
                 raise ValueError("this model was fitted on integer steps (numpy): observe takes time=None")
             return last
+        if not isinstance(last, pd.DatetimeIndex):  # a pandas frame indexed by integer steps
+            following = last + self.freq_
+            if time is not None and time != following[0]:
+                what = "is not after" if time <= last[0] else "leaves a gap after"
+                raise ValueError(f"time {time!r} {what} the last observation {last[0]}; expected {following[0]}")
+            return following
         following, expected_ns = self._following_label(last)
         if time is None:
             return following
@@ -278,7 +289,7 @@ class BaseForecaster(BaseEstimator):
 
     def _document(self) -> dict:
         """The fitted model as a model-file document (see `tsessm.persist`)."""
-        return {"class": type(self).__name__, "params": self.get_params(deep=False),
+        return {"class": model_class_key(type(self)), "params": self.get_params(deep=False),
                 "state": self._get_fitted_state()}
 
     @classmethod
@@ -312,9 +323,12 @@ class BaseForecaster(BaseEstimator):
             raise persist.ModelFileError(f"{path}: not a tsessm model file (unknown model class {name!r})")
         if cls is not BaseForecaster and target is not cls:
             raise TypeError(f"{path} holds a {name}, not a {cls.__name__}")
+        if overrides and not issubclass(target, BaseForecaster):
+            raise TypeError(f"{path} holds a {name}, which takes no parameter overrides ({sorted(overrides)})")
         try:
             return target._from_document(document, **overrides)
-        except (KeyError, TypeError, AttributeError) as exc:
+        except (KeyError, TypeError, AttributeError, IndexError, RuntimeError, MemoryError) as exc:
+            # well-formed but wrong content, e.g. a weight of another shape (load_state_dict's RuntimeError)
             raise persist.ModelFileError(f"{path}: not a tsessm model file (damaged {name}: {exc!r})") from None
 
     # Parameters added after model files were first written, with the value that reproduces the

@@ -115,7 +115,7 @@ class ESSMForecaster(NeuralForecaster):
         if any(name.endswith("ssm.B") and w.ndim == 4 for name, w in state["net_"].items()):
             raise ValueError(
                 "this eSSM was saved in model file format 1 (tsessm 0.1.0), whose layer had complex "
-                "read-in and read-out weights; the format-2 layer (real B and C, tsessm 0.2.0) cannot "
+                "read-in and read-out weights; the layer of tsessm 0.2 and later (real B and C) cannot "
                 "reproduce it exactly. Retrain the model (fit, or `tsessm train`) and save it again"
             )
         super()._set_fitted_state(state)

@@ -222,6 +222,9 @@ class PanelForecaster(BaseEstimator):
             # the numpy engine on the selected rows' states: one batched step, no module calls
             state = [s.cpu().numpy() for s in select_states(self.state_, rows)]
             out, state = model._engine_step(x_t, state)
+            if not np.isfinite(out).all():
+                raise ValueError("the forecasts after these observations are not finite (NaN or inf); "
+                                 "they are refused and the panel is unchanged")
             self.state_ = set_states(self.state_, rows, [model._tensor(s) for s in state])
             self.last_out_[rows] = model._tensor(out)
         for i, t in zip(rows, times):
@@ -296,7 +299,10 @@ class PanelForecaster(BaseEstimator):
         document = persist.read(path, allow_pickle=allow_pickle)
         if document.get("class") != "PanelForecaster":
             raise persist.ModelFileError(f"{path}: not a tsessm panel model file (it holds a {document.get('class')})")
-        return cls._from_document(document)
+        try:
+            return cls._from_document(document)
+        except (KeyError, TypeError, AttributeError, IndexError, RuntimeError, MemoryError) as exc:
+            raise persist.ModelFileError(f"{path}: not a tsessm model file (damaged PanelForecaster: {exc!r})") from None
 
     @classmethod
     def _from_document(cls, document: dict) -> "PanelForecaster":

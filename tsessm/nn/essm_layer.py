@@ -76,6 +76,7 @@ class _CausalFFTConv(torch.autograd.Function):
         return torch.fft.irfft(v_f * k_f, n=2 * length)[..., :length]
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # the written-out backward is not itself differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
         v_f, k_f = ctx.saved_tensors
         length = grad.shape[-1]

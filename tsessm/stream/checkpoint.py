@@ -80,7 +80,7 @@ class CheckpointStore:
                 raise bad(f"no {key!r}")
             if not isinstance(manifest[key], kind) or isinstance(manifest[key], bool):
                 raise bad(f"{key!r} must be a {kind.__name__}, got {manifest[key]!r}")
-        if not _MODEL_FILE.match(manifest["model_file"]):
+        if not _MODEL_FILE.fullmatch(manifest["model_file"]):
             raise bad(f"model file {manifest['model_file']!r} is not a model-<seq>.tsm name in the checkpoint folder")
         position = manifest["position"]
         if not isinstance(position.get("line"), int) or isinstance(position.get("line"), bool):
@@ -90,6 +90,8 @@ class CheckpointStore:
         for entry in manifest["series"]:
             if not isinstance(entry, dict) or not isinstance(entry.get("count"), int) or "id" not in entry:
                 raise bad(f"series entries need an id and an integer count, got {entry!r}")
+            if entry["id"] is not None and (isinstance(entry["id"], bool) or not isinstance(entry["id"], (str, int))):
+                raise bad(f"a series id must be a string, an integer or null, got {entry['id']!r}")
             last = entry.get("last_values")
             if last is not None and not (isinstance(last, list) and all(
                     isinstance(v, (int, float)) and not isinstance(v, bool) for v in last)):
@@ -99,7 +101,7 @@ class CheckpointStore:
             raise bad("'adapter_extras' must be an object")
         attachments = manifest.get("attachments") or {}
         if not isinstance(attachments, dict) or not all(
-                isinstance(n, str) and _ATTACHMENT.match(n) for n in attachments.values()):
+                isinstance(n, str) and _ATTACHMENT.fullmatch(n) for n in attachments.values()):
             raise bad("attachments must be <key>-<seq>.bin names in the checkpoint folder")
         for key in ("model_source",):
             if manifest.get(key) is not None and not isinstance(manifest[key], str):

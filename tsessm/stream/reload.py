@@ -28,6 +28,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from tsessm.stream.grid import steps_between
+
 DEFAULT_HISTORY_ROWS = 1000
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d)")
@@ -155,8 +157,6 @@ def _check_fits(old: Any, new: Any, history: History) -> None:
 def _rows_to_catch_up(history: History, series_id: Any, model_last: pd.Timestamp, stream_last: pd.Timestamp,
                       freq: Any, label: str) -> list[tuple[pd.Timestamp, tuple]]:
     """The buffered rows after `model_last`, exactly the steps up to `stream_last`, or SwitchRefused."""
-    from tsessm.stream.runner import steps_between
-
     if model_last >= stream_last:
         raise SwitchRefused(
             f"{label}its data ends at {model_last.isoformat()}, not before the stream position "

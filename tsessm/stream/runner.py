@@ -26,6 +26,7 @@ import pandas as pd
 
 from tsessm.stream.adapters import RecordError, StreamAdapter, class_path, load_adapter, load_model, make_adapter
 from tsessm.stream.checkpoint import CheckpointError, CheckpointStore
+from tsessm.stream.grid import steps_between
 from tsessm.stream.reload import (DEFAULT_HISTORY_ROWS, History, Reloader, alias_of, parse_duration,
                                   resolve_model_uri)
 from tsessm.stream.sinks import open_sink
@@ -88,22 +89,6 @@ class _Stop(Exception):
     pass
 
 
-def steps_between(last: pd.Timestamp, t: pd.Timestamp, freq: Any) -> int | None:
-    """k with t == last + k * freq (t after last), or None when t is off that grid."""
-    try:
-        step = pd.Timedelta(freq).value
-    except (TypeError, ValueError):  # a calendar offset (months, business days, ...)
-        step = 0
-    if step > 0:
-        k, rest = divmod((t - last).value, step)
-        return int(k) if rest == 0 else None
-    k, current = 0, last
-    while current < t:
-        k += 1
-        current = last + k * freq
-    return k if current == t else None
-
-
 def _number(name: str, value: Any) -> float:
     if value is None:
         raise _Bad(f"field {name!r} is null")
@@ -154,6 +139,12 @@ class _Runner:
     def restore(self, manifest: dict) -> None:
         self.counters = Counters(**{k: int(v) for k, v in manifest["counters"].items() if k in Counters.__dataclass_fields__})
         self.counters_at_start = Counters(**asdict(self.counters))
+        width = len(self.adapter.columns)
+        for entry in manifest["series"]:
+            last = entry.get("last_values")
+            if last is not None and len(last) != width:
+                raise StreamSetupError(f"damaged checkpoint: series {entry['id']!r} keeps {len(last)} last values, "
+                                       f"the model has {width} columns")
         self.series = {
             entry["id"]: _Series(int(entry["count"]), entry.get("last_values")) for entry in manifest["series"]
         }
@@ -255,13 +246,28 @@ class _Runner:
 
     def process(self, record: Record) -> None:
         """Absorb one record; raises _Stop when the stream must stop before it. Whatever a single
-        record makes fail (dates out of range, values, arithmetic) makes it a bad record."""
+        record makes fail while it is read and placed on the grid (dates out of range, values,
+        arithmetic) makes it a bad record; once it is applied, only the model's refusal does."""
         try:
-            return self._process(record)
+            plan = self._plan(record)
         except (OverflowError, ArithmeticError, RecursionError, ValueError, TypeError) as exc:
             return self._bad(record.line, f"{type(exc).__name__}: {exc}")
+        if plan is None:
+            return None
+        sid, ts, values, fills = plan
+        try:
+            if fills:  # the filled steps stay applied even if the record itself is then refused
+                previous = dict(zip(self.adapter.columns, self.series[sid].last_values))
+                for t in fills:
+                    self._apply(sid, t, previous, filled=True)
+            self._apply(sid, ts, values, filled=False)
+        except RecordError as exc:
+            return self._bad(record.line, str(exc))
+        return None
 
-    def _process(self, record: Record) -> None:
+    def _plan(self, record: Record) -> tuple[Any, pd.Timestamp, dict[str, float], list[pd.Timestamp]] | None:
+        """(series id, time, values, the timestamps to forward-fill first), or None when the record
+        was handled here (bad, or a replay)."""
         if record.error is not None:
             return self._bad(record.line, record.error)
         try:
@@ -288,21 +294,14 @@ class _Runner:
                     raise _Stop(f"line {record.line}: gap: {where}; pass --gap ffill to fill it")
                 if self.max_fill is not None and k - 1 > self.max_fill:
                     return self._bad(record.line, f"gap: {where}: {k - 1} missing steps exceed --max-fill "
-                                                  f"{self.max_fill}; the record is not applied")
+                                                  f"{self.max_fill}; the record is not applied (a real outage "
+                                                  "this long needs a larger --max-fill)")
                 series = self.series.get(sid)
                 if series is None or series.last_values is None:
                     return self._bad(record.line, f"gap: {where}, and this stream has no earlier observation "
                                                   "of the series to forward-fill from")
                 fills = [last + j * freq for j in range(1, k)]
-        try:
-            if fills:  # the filled steps stay applied even if the record itself is then refused
-                previous = dict(zip(self.adapter.columns, self.series[sid].last_values))
-                for t in fills:
-                    self._apply(sid, t, previous, filled=True)
-            self._apply(sid, ts, values, filled=False)
-        except RecordError as exc:
-            return self._bad(record.line, str(exc))
-        return None
+        return sid, ts, values, fills
 
     # ----- model hand-over ------------------------------------------------------------------
     def reload(self) -> None:
@@ -463,7 +462,12 @@ def run_stream(
                      max_fill=max_fill if max_fill is not None else getattr(adapter, "horizon", None))
     runner.model_source, runner.model_version = model_source, model_version
     if manifest is not None:
-        runner.restore(manifest)
+        try:
+            runner.restore(manifest)
+        except BaseException:  # a checkpoint that does not fit the model: release what was opened
+            out.close()
+            store.unlock()
+            raise
     src.stopper.event = stop_event
     restore_signals = _install_signals(src.stopper) if handle_signals else None
     status, message = "end", None
