@@ -2,11 +2,9 @@
 stage times, the table, the files it writes, the thread choice, the early-stopping line."""
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from tsessm import ESSMForecaster, threads
 from tsessm.cli import main

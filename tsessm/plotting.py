@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display is needed or assumed
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 
 from tsessm.backtest import BacktestResult  # noqa: E402
 

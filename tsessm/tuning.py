@@ -15,11 +15,9 @@ ARIMA is not tuned here: it keeps its own AIC search (`order="auto"`).
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import math
-import sys
 import tempfile
 import threading
 import time

@@ -26,7 +26,7 @@ from typing import Any
 
 from tsessm import datasets, jobs
 from tsessm.backtest import backtest
-from tsessm.bench.options import DATASETS, DEFAULT_CONFIG, DEFAULT_RESULTS, EXPERIMENT, MODELS
+from tsessm.bench.options import DATASETS, EXPERIMENT, MODELS
 from tsessm.bench.options import add_accuracy_arguments as add_arguments  # noqa: F401  (the suite's interface)
 from tsessm.bench.results import ResultsFile, params_key
 from tsessm.scripts import suite_main
