@@ -281,7 +281,7 @@ class BaseForecaster(BaseEstimator):
 
     # ----- persistence -------------------------------------------------------------------
     def _get_fitted_state(self) -> dict:
-        """Everything learned, as picklable CPU objects (subclasses extend)."""
+        """Everything learned, as values a model file holds (`tsessm.persist`; subclasses extend)."""
         return {k: v for k, v in self.__dict__.items() if k.endswith("_") and not k.startswith("__")}
 
     def _set_fitted_state(self, state: dict) -> None:
