@@ -17,6 +17,7 @@ import torch
 
 from tsessm import ESSMForecaster, LSTMForecaster, NaiveForecaster, PanelForecaster, persist
 from tsessm.cli import main as cli_main
+from tsessm.files import sha256_file
 from tsessm.forecasters.base import BaseForecaster
 from tsessm.redact import mask
 from tsessm.stream import run_stream
@@ -97,7 +98,7 @@ def test_a_crafted_pickle_never_runs_wherever_a_model_file_is_read(tmp_path, cap
     assert run_stream(str(model_file), rows, checkpoint=ckpt).status == "end"
     manifest = json.loads((ckpt / "checkpoint.json").read_text())
     _crafted(ckpt / manifest["model_file"], marker)
-    manifest["model_sha256"] = persist.sha256(ckpt / manifest["model_file"])
+    manifest["model_sha256"] = sha256_file(ckpt / manifest["model_file"])
     (ckpt / "checkpoint.json").write_text(json.dumps(manifest))
     assert stream_main(["--model", str(model_file), "--input", str(tmp_path / "in.jsonl"),
                         "--checkpoint", str(ckpt)]) == 2

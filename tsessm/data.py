@@ -278,11 +278,16 @@ def to_output(values: np.ndarray, columns: list[str], index: pd.Index, like: Ser
 MAX_DEVIATIONS = 1e6
 
 
+def within_bounds(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> bool:
+    """Every value within MAX_DEVIATIONS standard deviations of `mean` (False for NaN and inf too)."""
+    return bool((np.abs(values - mean) <= MAX_DEVIATIONS * std).all())
+
+
 def check_magnitudes(values: np.ndarray, mean: np.ndarray, std: np.ndarray, columns: Sequence[str],
                      labels: Sequence[Any], name: str) -> None:
     """Refuse values (T, C) beyond MAX_DEVIATIONS standard deviations from `mean`, naming the
     row (its label) and the column."""
-    if (np.abs(values - mean) <= MAX_DEVIATIONS * std).all():  # the common case: four numpy calls
+    if within_bounds(values, mean, std):  # the common case: four numpy calls
         return
     with np.errstate(over="ignore", invalid="ignore"):
         deviations = np.abs((values - mean) / std)

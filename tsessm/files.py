@@ -1,6 +1,8 @@
-"""File helpers shared by every layer: atomic writes (readers see the old content or the new one)."""
+"""File helpers shared by every layer: atomic writes (readers see the old content or the new one)
+and a file's sha256."""
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -28,3 +30,12 @@ def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The file's sha256, hex, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

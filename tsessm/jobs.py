@@ -6,7 +6,6 @@ early stopping, backtests on the test rows and logs what it did through `tsessm.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import time
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import pandas as pd
 from tsessm import datasets
 from tsessm.backtest import BacktestResult, backtest
 from tsessm.data import read_table
+from tsessm.files import sha256_file
 from tsessm.forecasters.base import BaseForecaster
 from tsessm.tracking import NullTracker
 
@@ -92,7 +92,7 @@ def open_data(data: str, *, lookback: int, columns: list[str] | None = None, dat
     if Path(data).suffix in (".csv", ".gz", ".parquet", ".txt") or Path(data).is_file():
         frame = read_table(data, time_col=time_col)
         borders = datasets.ratio_splits(len(frame), lookback, Path(data).name)
-        info = {"dataset_name": Path(data).name, "dataset_sha256": _sha256(data)}
+        info = {"dataset_name": Path(data).name, "dataset_sha256": sha256_file(data)}
     else:
         frame = datasets.load(data, data_dir=data_dir)
         spec = datasets.get_spec(data)
@@ -113,14 +113,6 @@ def open_data(data: str, *, lookback: int, columns: list[str] | None = None, dat
         test_stop=borders["test"][1],
         info=info,
     )
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def train(model: BaseForecaster, source: DataSource, tracker: NullTracker = NullTracker()) -> float:

@@ -238,11 +238,6 @@ def write(path: str | os.PathLike, document: dict) -> None:
     atomic_write_bytes(path, dumps(document))
 
 
-def is_pickle(path: str | os.PathLike) -> bool:
-    with open(path, "rb") as f:
-        return f.read(1) == PICKLE_MAGIC
-
-
 def read(path: str | os.PathLike, allow_pickle: bool = False) -> dict:
     """The document of a model file. Anything else (a pickle, a damaged or foreign file) raises
     ModelFileError naming the file and what is wrong with it.
@@ -295,7 +290,7 @@ def _legacy_document(data: bytes, where: str) -> dict:
     class CPUUnpickler(pickle.Unpickler):  # tensors saved on a GPU load on the CPU
         def find_class(self, module: str, name: str) -> Any:
             if module == "torch.storage" and name == "_load_from_bytes":
-                return lambda b: torch.load(io.BytesIO(b), map_location="cpu", weights_only=False)
+                return lambda b: torch.load(io.BytesIO(b), map_location="cpu", weights_only=True)
             return super().find_class(module, name)
 
     try:
@@ -310,15 +305,3 @@ def _legacy_document(data: bytes, where: str) -> dict:
         inner = CPUUnpickler(io.BytesIO(payload["model"])).load()
         document["model"] = {"class": inner["cls"].__name__, "params": inner["params"], "state": inner["state"]}
     return document
-
-
-def sha256(path: str | os.PathLike) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-

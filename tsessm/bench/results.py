@@ -10,7 +10,7 @@ from typing import Any, Iterable
 import pandas as pd
 from filelock import FileLock
 
-from tsessm.forecasters.base import atomic_write_bytes
+from tsessm.files import atomic_write_bytes
 
 KEY = ["dataset", "setting", "horizon", "model"]
 

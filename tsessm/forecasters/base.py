@@ -18,9 +18,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from tsessm import persist
 from tsessm.checks import positive_int
-from tsessm.data import (MAX_DEVIATIONS, Series, check_magnitudes, future_index, resolve_target, standard_stats,
-                         to_output, to_series, with_covariates)
-from tsessm.files import atomic_write_bytes  # noqa: F401  (re-exported: older imports name it here)
+from tsessm.data import (Series, check_magnitudes, future_index, resolve_target, standard_stats, to_output,
+                         to_series, with_covariates, within_bounds)
 
 LABEL_BLOCK = 256  # future labels `observe` builds at once
 # The classes a model file may name, registered as they are defined: tsessm's own forecasters (and
@@ -202,7 +201,7 @@ class BaseForecaster(BaseEstimator):
         center = getattr(self, "value_center_", None)
         if center is None:
             return bool(np.isfinite(row).all())
-        return bool((np.abs(row - center) <= MAX_DEVIATIONS * self.value_scale_).all())
+        return within_bounds(row, center, self.value_scale_)
 
     def _check_magnitudes(self, values: np.ndarray, labels: Any, name: str) -> None:
         center = getattr(self, "value_center_", None)  # absent in files of tsessm 0.2 and older

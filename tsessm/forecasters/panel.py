@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 from tsessm.data import check_magnitudes, resolve_target, standard_stats, to_series
 from tsessm.errors import StreamingNotSupported
 from tsessm import persist
-from tsessm.forecasters.base import MODEL_CLASSES
+from tsessm.forecasters.base import MODEL_CLASSES, BaseForecaster
 from tsessm.forecasters.neural import PREFILL_MIN_ROWS, NeuralForecaster
 from tsessm.nn.state import concat_states, select_states, set_states
 
@@ -295,14 +295,11 @@ class PanelForecaster(BaseEstimator):
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, allow_pickle: bool = False) -> "PanelForecaster":
-        """Read a panel written by `save` (allow_pickle: see `BaseForecaster.load`)."""
-        document = persist.read(path, allow_pickle=allow_pickle)
-        if document.get("class") != "PanelForecaster":
-            raise persist.ModelFileError(f"{path}: not a tsessm panel model file (it holds a {document.get('class')})")
-        try:
-            return cls._from_document(document)
-        except (KeyError, TypeError, AttributeError, IndexError, RuntimeError, MemoryError) as exc:
-            raise persist.ModelFileError(f"{path}: not a tsessm model file (damaged PanelForecaster: {exc!r})") from None
+        """Read a panel written by `save` (allow_pickle: see `BaseForecaster.load`, which reads it)."""
+        panel = BaseForecaster.load(path, allow_pickle=allow_pickle)
+        if not isinstance(panel, cls):
+            raise persist.ModelFileError(f"{path}: not a tsessm panel model file (it holds a {type(panel).__name__})")
+        return panel
 
     @classmethod
     def _from_document(cls, document: dict) -> "PanelForecaster":

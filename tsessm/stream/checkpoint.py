@@ -20,8 +20,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from tsessm.files import atomic_write_bytes
-from tsessm.persist import sha256
+from tsessm.files import atomic_write_bytes, sha256_file
 
 MANIFEST = "checkpoint.json"
 FORMAT = "tsessm-stream-checkpoint/2"
@@ -58,7 +57,7 @@ class CheckpointStore:
         model_path = self.dir / manifest["model_file"]
         if not model_path.is_file():
             raise CheckpointError(f"damaged checkpoint {self.manifest_path}: its model file {model_path} is missing")
-        if sha256(model_path) != manifest["model_sha256"]:
+        if sha256_file(model_path) != manifest["model_sha256"]:
             raise CheckpointError(f"damaged checkpoint {self.manifest_path}: {model_path} is not the model file it "
                                   "recorded (sha256 differs)")
         manifest["model_path"] = model_path
@@ -125,7 +124,7 @@ class CheckpointStore:
             "seq": seq,
             "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "model_file": model_file,
-            "model_sha256": sha256(self.dir / model_file),
+            "model_sha256": sha256_file(self.dir / model_file),
             "adapter": adapter_class,
             "adapter_extras": extras,
             **state,
