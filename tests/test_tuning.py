@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from tsessm import jobs, tuning
 from tsessm.tune_cli import add_tune_parser, run_tune_command
-from tsessm.tuning import TuneResult, _make_pruner, search_space, tune
+from tsessm.tuning import TuneResult, make_pruner, search_space, tune
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_FIXED = {"d_model": 8, "d_state": 8, "n_layers": 1, "steps_per_epoch": 2, "batch_size": 8, "device": "cpu"}
@@ -105,11 +105,11 @@ def test_search_space_fixed_trial_and_rejections():
 
 
 def test_pruner_names():
-    assert isinstance(_make_pruner("median", 10), optuna.pruners.MedianPruner)
-    assert isinstance(_make_pruner("hyperband", 10), optuna.pruners.HyperbandPruner)
-    assert isinstance(_make_pruner("none", 10), optuna.pruners.NopPruner)
+    assert isinstance(make_pruner("median", 10), optuna.pruners.MedianPruner)
+    assert isinstance(make_pruner("hyperband", 10), optuna.pruners.HyperbandPruner)
+    assert isinstance(make_pruner("none", 10), optuna.pruners.NopPruner)
     with pytest.raises(ValueError, match="pruner"):
-        _make_pruner("sometimes", 10)
+        make_pruner("sometimes", 10)
 
 
 # ----- tuning ------------------------------------------------------------------------------
@@ -207,7 +207,7 @@ def test_a_trial_left_running_by_a_killed_worker_is_failed_and_redone(csv, tmp_p
     finally:
         worker.kill()
         worker.wait(timeout=10)
-    monkeypatch.setattr(tuning, "GRACE_S", 2)  # a heartbeat older than 2 s means a dead worker
+    monkeypatch.setattr(tuning.study, "GRACE_S", 2)  # a heartbeat older than 2 s means a dead worker
     result = tune(csv, **TINY, n_trials=n, storage=storage, study_name="crash", timeout=60)
     trials = _trials(storage, "crash")
     assert trials[0].state == TrialState.FAIL and "surplus" not in trials[0].user_attrs
