@@ -118,7 +118,7 @@ def test_lstm_forecaster_fit_predict_update_save_load(tmp_path):
         stepwise.update(chunk.iloc[i : i + 1])
     np.testing.assert_allclose(stepwise.predict().to_numpy(), model.predict().to_numpy(), rtol=1e-5, atol=1e-5)
     # ... and equal to the convolution view over the whole history
-    whole = model._forecast_stream(frame.iloc[:220].to_numpy())[-1]
+    whole = model.forecast_one_pass(frame.iloc[:220].to_numpy())[-1]
     np.testing.assert_allclose(model.predict().to_numpy(), whole, rtol=1e-5, atol=1e-5)
 
     model.save(tmp_path / "lstm2.tsm")
@@ -215,12 +215,12 @@ def test_arima_backtest_forecasts_match_statsmodels_from_each_origin(order):
     H, L = 12, 48
     model = ARIMAForecaster(horizon=H, order=order, verbose=0).fit(y[:200])
     params = model.fits_[0].params
-    stream = model._forecast_stream(y[:, None])
+    stream = model.forecast_one_pass(y[:, None])
     assert stream.shape == (300, H, 1)
     for t in (10, 120, 199, 250, 287):
         np.testing.assert_allclose(stream[t, :, 0], _sm_forecast(y[: t + 1], params, H, order), rtol=0, atol=1e-8)
     origins = np.array([L - 1, 150, 287])
-    windows = model._forecast_windows(y[:, None], origins, L)
+    windows = model.forecast_windows(y[:, None], origins, L)
     for i, t in enumerate(origins):
         expected = _sm_forecast(y[t - L + 1 : t + 1], params, H, order)
         np.testing.assert_allclose(windows[i, :, 0], expected, rtol=0, atol=1e-8)

@@ -121,7 +121,7 @@ def test_observe_refuses_bad_rows_and_leaves_the_model_unchanged(name):
         assert model.n_seen_ == before.n_seen_ and model.last_index_.equals(before.last_index_)
         for a, b in zip(model.state_, before.state_):
             assert torch.equal(a, b)
-        np.testing.assert_array_equal(model._predict(), before._predict())
+        np.testing.assert_array_equal(model.current_forecast(), before.current_forecast())
     model.observe([0.0, 1.0], expected_time)  # still usable
     assert model.n_seen_ == before.n_seen_ + 1
 

@@ -59,10 +59,10 @@ def test_one_pass_pieces_match_one_whole_forward(fitted, monkeypatch):
     origins = np.array([150, 11, 259, 40, 41, 199])  # any order; the answer keeps it
     monkeypatch.setattr(neural, "FORECAST_CHUNK_VALUES", 7 * H * 2)  # 7 rows a piece
     rows = _count_prefill_rows(model, monkeypatch)
-    got = model._forecast_stream(values, origins)
+    got = model.forecast_one_pass(values, origins)
     np.testing.assert_allclose(got, whole[origins], atol=1e-5, rtol=0)
     assert max(rows) == 7 and sum(rows) == 260  # pieces of 7 rows, up to the last origin
-    np.testing.assert_allclose(model._forecast_stream(values), whole, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(model.forecast_one_pass(values), whole, atol=1e-5, rtol=0)
 
 
 def test_windowed_pieces_match_one_batch(fitted, monkeypatch):
@@ -73,7 +73,7 @@ def test_windowed_pieces_match_one_batch(fitted, monkeypatch):
     with torch.no_grad():
         one_batch = model._unscale_targets(model._run(windows)[:, -1].numpy())
     monkeypatch.setattr(neural, "FORECAST_CHUNK_VALUES", LOOKBACK * H * 2 * 3)  # 3 windows a piece
-    np.testing.assert_allclose(model._forecast_windows(values, origins, LOOKBACK), one_batch, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(model.forecast_windows(values, origins, LOOKBACK), one_batch, atol=1e-5, rtol=0)
 
 
 def test_windowed_pieces_are_freed_as_they_go(fitted, monkeypatch):
@@ -89,7 +89,7 @@ def test_windowed_pieces_are_freed_as_they_go(fitted, monkeypatch):
         made.append(weakref.ref(out))
         return out
     monkeypatch.setattr(model, "_run", run)
-    model._forecast_windows(values, np.arange(LOOKBACK - 1, T - H), LOOKBACK)
+    model.forecast_windows(values, np.arange(LOOKBACK - 1, T - H), LOOKBACK)
     assert len(made) > 3 and alive_before_each == [0] * len(made)
 
 
@@ -106,4 +106,4 @@ def test_validation_loss_does_not_depend_on_the_pieces(monkeypatch):
 def test_stream_rows_outside_the_series_are_refused(fitted):
     model, values = fitted
     with pytest.raises(ValueError, match="forecast rows"):
-        model._forecast_stream(values, np.array([0, T]))
+        model.forecast_one_pass(values, np.array([0, T]))

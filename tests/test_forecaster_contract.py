@@ -78,7 +78,7 @@ CASES = [
     Case("essm-levels", lambda **kw: make_essm(**{"difference": False, **kw}), lambda m: m.lookback + m.horizon + 1),
     Case("naive", make_naive, lambda m: m.season_length, short_kw={"season_length": 6}),
     Case("lstm", make_lstm, lambda m: m.lookback + m.horizon + 1),
-    Case("arima", make_arima, lambda m: m._min_length()),
+    Case("arima", make_arima, lambda m: m.min_rows()),
 ]
 
 KINDS = ["pandas", "pandas-series", "polars", "numpy-2d", "numpy-1d"]
@@ -134,7 +134,7 @@ def vals(out: Any) -> np.ndarray:
 
 
 def history(model: BaseForecaster, df: pd.DataFrame) -> np.ndarray:
-    """Rows of df in the model's column order (what _forecast_stream takes)."""
+    """Rows of df in the model's column order (what forecast_one_pass takes)."""
     return df[model.columns_].to_numpy(copy=True)
 
 
@@ -351,9 +351,9 @@ def test_unknown_target_at_fit(case):
 def test_essm_MS_reads_the_input_column():
     model = make_essm(target="a").fit(Y.iloc[:N_FIT])
     hist = history(model, Y.iloc[:N_FIT])
-    base = model._forecast_stream(hist)[-1]
+    base = model.forecast_one_pass(hist)[-1]
     hist[-3:, 1] += 2.0  # change only the input column b
-    assert np.abs(model._forecast_stream(hist)[-1] - base).max() > 1e-6
+    assert np.abs(model.forecast_one_pass(hist)[-1] - base).max() > 1e-6
 
 
 # ----------------------------------------------------------------------------- covariates X
@@ -518,7 +518,7 @@ def test_bad_update_numpy_wrong_width(case, fitted):
 
 def test_state_after_fit_is_the_whole_series(case, fitted):
     model = fitted(case)
-    expected = model._forecast_stream(history(model, Y.iloc[:N_FIT]))[-1]
+    expected = model.forecast_one_pass(history(model, Y.iloc[:N_FIT]))[-1]
     np.testing.assert_allclose(vals(model.predict()), expected, atol=1e-5)
 
 
@@ -538,7 +538,7 @@ def test_update_equals_row_by_row_and_whole_history(case, kind, n, fitted):
     # the convolution view over the whole history
     cols = model.columns_ if kind != "numpy-2d" else ["a", "b"]
     whole = Y.iloc[: N_FIT + n][cols].to_numpy()
-    np.testing.assert_allclose(got, model._forecast_stream(whole)[-1], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got, model.forecast_one_pass(whole)[-1], atol=1e-5, rtol=0)
     assert at_once.n_seen_ == row_by_row.n_seen_ == N_FIT + n
     if kind == "pandas":
         out = at_once.predict()
@@ -753,6 +753,7 @@ def test_essm_bidirectional_fits_predicts_but_cannot_stream():
     model = make_essm(bidirectional=True).fit(Y.iloc[:N_FIT])
     out = model.predict()
     assert out.shape == (H, 2) and np.isfinite(out.to_numpy()).all()
+    assert not model.can_stream and make_essm().can_stream and make_essm().can_forecast_windows
     with pytest.raises(StreamingNotSupported) as err:
         model.update(Y.iloc[N_FIT : N_FIT + 2])
     assert isinstance(err.value, NotImplementedError)
@@ -791,8 +792,11 @@ def test_cuda_device_is_refused_without_cuda_and_a_cuda_model_loads_on_cpu(tmp_p
     model.set_params(device="cuda:0")  # as saved by a GPU run
     model.save(tmp_path / "gpu.pkl")
     loaded = ESSMForecaster.load(tmp_path / "gpu.pkl")
-    assert loaded.device == "auto" and loaded.device_.type == "cpu"
+    # runs on the CPU; the parameter stays as saved (estimator parameters never change after __init__)
+    assert loaded.device == "cuda:0" and loaded.device_.type == "cpu"
     np.testing.assert_allclose(loaded.predict(), model.predict(), rtol=1e-6)
+    loaded.update(np.array([0.5]))
+    assert np.isfinite(loaded.predict()).all()
 
 
 def test_bidirectional_validation_is_windowed_not_leaking():
@@ -801,7 +805,71 @@ def test_bidirectional_validation_is_windowed_not_leaking():
     y = np.cumsum(np.random.default_rng(0).standard_normal(300))[:, None]
     model = make_essm(bidirectional=True, epochs=1).fit(y[:240], y_val=y[240:])
     origins = np.arange(240, 300 - H)
-    forecast = model._forecast_windows(y, origins, LOOKBACK)[..., 0]
+    forecast = model.forecast_windows(y, origins, LOOKBACK)[..., 0]
     actual = np.stack([y[o + 1 : o + 1 + H, 0] for o in origins])
     scaled_mse = np.mean(((forecast - actual) / model.std_[0]) ** 2)
     assert model.history_[0]["val_loss"] == pytest.approx(scaled_mse, rel=1e-4)
+
+
+# ----------------------------------------------------------------------------- one contract
+
+
+def test_a_forecaster_must_implement_fit_predict_update():
+    class Partial(BaseForecaster):
+        def __init__(self, horizon: int = 2, target=None) -> None:
+            self.horizon = horizon
+            self.target = target
+
+        def _fit(self, values, target_idx, val_values) -> None:
+            self.idx_, self.last_ = target_idx, values[-1, target_idx]
+
+        def _predict(self) -> np.ndarray:
+            return np.tile(self.last_, (self.horizon, 1))
+
+    with pytest.raises(TypeError, match="_update"):
+        Partial()
+
+    class Whole(Partial):
+        def _update(self, values) -> None:
+            self.last_ = values[-1, self.idx_]
+
+    model = Whole()
+    assert model.can_stream and not model.can_forecast_windows
+    with pytest.raises(NotImplementedError, match="windowed"):
+        model.fit(np.arange(10.0)).forecast_windows(np.arange(10.0)[:, None], [5], 3)
+
+
+def test_parameters_never_change_after_init(case, tmp_path):
+    """scikit-learn's rule: fit, update, save and load leave get_params() as given."""
+    model = case.make()
+    before = model.get_params()
+    model.fit(Y.iloc[:N_FIT]).update(Y.iloc[N_FIT : N_FIT + 3])
+    assert model.get_params() == before
+    model.save(tmp_path / "m.tsm")
+    assert type(model).load(tmp_path / "m.tsm").get_params() == before
+
+
+def test_callbacks_are_a_parameter_called_every_epoch_and_not_saved(tmp_path):
+    seen: list[dict] = []
+    model = make_essm(epochs=2, callbacks=[seen.append]).fit(Y.iloc[:N_FIT])
+    assert [entry["epoch"] for entry in seen] == [1, 2] and all("train_loss" in e for e in seen)
+    assert clone(model).get_params()["callbacks"] == [seen.append]
+    model.save(tmp_path / "m.tsm")  # code is never saved: the loaded model has the default
+    assert ESSMForecaster.load(tmp_path / "m.tsm").callbacks is None
+    with pytest.raises(TypeError, match="callbacks"):
+        make_essm(callbacks=print).fit(Y.iloc[:N_FIT])
+
+
+def test_backtest_forecasts_check_their_input(case):
+    model = case.make().fit(Y.iloc[:N_FIT])
+    rows = Y.to_numpy()
+    with pytest.raises(ValueError, match=r"\(rows, 2\) for the columns \['a', 'b'\]"):
+        model.forecast_one_pass(rows[:, :1])
+    bad = rows.copy()
+    bad[7, 1] = np.nan
+    with pytest.raises(ValueError, match="row 7, column 'b' is nan"):
+        model.forecast_windows(bad, [LOOKBACK], LOOKBACK)
+    with pytest.raises(ValueError, match="forecast rows"):
+        model.forecast_windows(rows, [LOOKBACK - 2], LOOKBACK)
+    one_pass = model.forecast_one_pass(rows, [N_FIT - 1])
+    assert one_pass.shape == (1, H, 2) and np.isfinite(one_pass).all()

@@ -84,9 +84,9 @@ def backtest(
         )
     origins = np.arange(test_start - 1, len(values) - H)
     if mode == "windowed":
-        forecasts = model._forecast_windows(values, origins, lookback)
+        forecasts = model.forecast_windows(values, origins, lookback)
     else:
-        forecasts = model._forecast_stream(values, origins)
+        forecasts = model.forecast_one_pass(values, origins)
     idx = [model.columns_.index(t) for t in model.target_columns_]
     targets = values[:, idx]
     actuals = np.lib.stride_tricks.sliding_window_view(targets[1:], H, axis=0)[origins].transpose(0, 2, 1)

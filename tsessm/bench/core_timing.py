@@ -22,7 +22,7 @@ from tsessm.nn.essm_net import ESSMBlock
 
 # What a training epoch is here, for the JSON detail.
 TRAIN_METHOD = (
-    "the forecasters' own training loop (NeuralForecaster._fit_segments: windows of 2 * lookback rows, "
+    "the forecasters' own training loop (NeuralForecaster.fit_scaled: windows of 2 * lookback rows, "
     "loss after a lookback // 2 burn-in, AdamW, gradient clipping) for one epoch at the forecasters' "
     "default sizes and steps per epoch, on the ETTh1 OT train split; no validation rows"
 )
@@ -63,7 +63,7 @@ def param_counts(width: dict[str, int], heads: list[int], n_in: int = 1, horizon
 
 def _epoch_fn(model: NeuralForecaster, xs: np.ndarray) -> Callable[[], None]:
     """One epoch of the forecaster's real training from a fresh net (no validation rows)."""
-    return lambda: model._fit_segments([(xs, len(xs))], [0])
+    return lambda: model.fit_scaled([(xs, len(xs))], [0])
 
 
 CORE_METHOD = (

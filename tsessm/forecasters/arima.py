@@ -325,7 +325,7 @@ class ARIMAForecaster(BaseForecaster):
         self.fits_, self.observed_, self.since_refit_ = fits, history, since
 
     # ----- backtests ---------------------------------------------------------------------
-    def _forecast_stream(self, values: np.ndarray, origins: np.ndarray | None = None) -> np.ndarray:
+    def _forecast_one_pass(self, values: np.ndarray, origins: np.ndarray | None = None) -> np.ndarray:
         origins = np.arange(len(values)) if origins is None else np.asarray(origins)
         out = np.empty((len(origins), self.horizon, len(self.fits_)))
         for j, fit in enumerate(self.fits_):

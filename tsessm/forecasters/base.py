@@ -1,12 +1,15 @@
 """BaseForecaster: validation, conversion and persistence once, for every model.
 
-Public `fit / predict / update / save / load` check and convert the input, then call the
-subclass's private `_fit / _predict / _update` with plain float64 arrays. Subclasses only
-learn and forecast.
+Public `fit / predict / update / observe / save / load` and the backtest forecasts
+(`forecast_windows`, `forecast_one_pass`) check and convert the input, then call the
+subclass's private `_fit / _predict / _update` (abstract) with plain float64 arrays.
+Subclasses only learn and forecast. `SavedModel` holds what the panel shares with them:
+registration for model files, all-or-nothing changes, save and load.
 """
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from dataclasses import replace
 from typing import Any, Sequence
 
@@ -18,6 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from tsessm import persist
 from tsessm.checks import positive_int
+from tsessm.errors import StreamingNotSupported
 from tsessm.data import (Series, check_magnitudes, future_index, resolve_target, standard_stats, to_output,
                          to_series, with_covariates, within_bounds)
 
@@ -33,22 +37,126 @@ def model_class_key(cls: type) -> str:
     return cls.__name__ if cls.__module__.startswith("tsessm.") else f"{cls.__module__}.{cls.__qualname__}"
 
 
-class BaseForecaster(BaseEstimator):
-    """Shared behaviour of every tsessm forecaster (scikit-learn estimator conventions).
+class SavedModel(BaseEstimator):
+    """What every tsessm model shares, the panel included: its class registered for model files,
+    changes that happen whole or not at all, and `save` / `load` through `tsessm.persist`.
 
-    Subclasses implement:
-      _fit(values, target_idx, val_values)  values: (T, C) float64, original units
-      _predict() -> (horizon, n_targets) float64 forecast after the last row seen
-      _update(values)                      absorb rows that follow the last one seen
-      _min_length() -> int                 rows `fit` needs
-    and may implement `_forecast_windows` / `_forecast_stream` for backtests.
+    Subclasses provide `_document()` (the fitted model as a model-file document) and
+    `_from_document(document, **overrides)`.
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         MODEL_CLASSES[model_class_key(cls)] = cls
 
+    def _snapshot(self) -> dict:
+        """The attributes to restore if a change fails (a shallow copy: subclasses that change
+        attributes in place copy those too)."""
+        return dict(self.__dict__)
+
+    def _transaction(self, work, *args) -> Any:
+        """Run `work` and return what it returns; if it raises, restore every attribute so the
+        model is unchanged."""
+        saved = self._snapshot()
+        try:
+            return work(*args)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+
+    def _document(self) -> dict:
+        raise NotImplementedError
+
+    @classmethod
+    def _from_document(cls, document: dict, **overrides: Any) -> "SavedModel":
+        raise NotImplementedError
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fitted model to one file, atomically: JSON and numpy arrays, no code
+        (`tsessm.persist`), so loading it can run nothing."""
+        check_is_fitted(self)
+        persist.write(path, self._document())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, allow_pickle: bool = False, **overrides: Any) -> "SavedModel":
+        """Read a model written by `save`. `overrides` replace saved parameters (e.g. device).
+
+        `BaseForecaster.load` reads any tsessm model file (a panel included); a model class's
+        `load` only its own class. A damaged or foreign file raises `persist.ModelFileError` (a
+        ValueError) naming it. allow_pickle=True also reads the pickles of tsessm 0.2 and older:
+        a pickle runs whatever code it holds while it loads, so pass it only for files you trust.
+        """
+        any_class = cls in (SavedModel, BaseForecaster)
+        unknown = [] if any_class else sorted(set(overrides) - set(cls._get_param_names()))
+        if unknown:
+            raise TypeError(f"load() got parameters {cls.__name__} does not have: {unknown}")
+        document = persist.read(path, allow_pickle=allow_pickle)
+        name = document.get("class")
+        target = MODEL_CLASSES.get(name) if isinstance(name, str) else None
+        if target is None:
+            raise persist.ModelFileError(f"{path}: not a tsessm model file (unknown model class {name!r})")
+        if not any_class and target is not cls:
+            raise TypeError(f"{path} holds a {name}, not a {cls.__name__}")
+        if overrides and not issubclass(target, BaseForecaster):
+            raise TypeError(f"{path} holds a {name}, which takes no parameter overrides ({sorted(overrides)})")
+        try:
+            return target._from_document(document, **overrides)
+        except (KeyError, TypeError, AttributeError, IndexError, RuntimeError, MemoryError) as exc:
+            # well-formed but wrong content, e.g. a weight of another shape (load_state_dict's RuntimeError)
+            raise persist.ModelFileError(f"{path}: not a tsessm model file (damaged {name}: {exc!r})") from None
+
+
+class BaseForecaster(SavedModel, ABC):
+    """Shared behaviour of every tsessm forecaster (scikit-learn estimator conventions).
+
+    Subclasses implement:
+      _fit(values, target_idx, val_values)  values: (T, C) float64, original units
+      _predict() -> (horizon, n_targets) float64 forecast after the last row seen
+      _update(values)                      absorb rows that follow the last one seen
+    and may implement
+      _min_length() -> int                 rows `fit` needs (default 1)
+      _forecast_windows / _forecast_one_pass, the backtest forecasts (see the public methods)
+
+    Capability flags: `can_stream` (update, observe and the one-pass forecasts exist) and
+    `can_forecast_windows` (the windowed backtest exists).
+    """
+
+    can_stream: bool = True
+
+    @property
+    def can_forecast_windows(self) -> bool:
+        return type(self)._forecast_windows is not BaseForecaster._forecast_windows
+
+    @abstractmethod
+    def _fit(self, values: np.ndarray, target_idx: list[int], val_values: np.ndarray | None) -> None:
+        """Learn from values (T, C) float64; target_idx: the target columns; val_values: rows
+        that follow, for early stopping (or None)."""
+
+    @abstractmethod
+    def _predict(self) -> np.ndarray:
+        """The forecast after the last row seen: (horizon, n_targets) float64, original units."""
+
+    @abstractmethod
+    def _update(self, values: np.ndarray) -> None:
+        """Absorb rows (T, C) float64 that follow the last one seen."""
+
+    def _require_stream(self, what: str) -> None:
+        if not self.can_stream:
+            raise StreamingNotSupported(
+                f"{what} needs the recurrent form, which this {type(self).__name__} does not have: it reads "
+                f"the future of every position (bidirectional=True); refit with bidirectional=False"
+            )
+
     # ----- parameter checks ---------------------------------------------------------------
+    def check_params(self) -> None:
+        """Check every parameter, as `fit` does first: a ValueError or TypeError names the bad one."""
+        self._check_params()
+
+    def min_rows(self) -> int:
+        """Rows `fit` needs with these parameters."""
+        return self._min_length()
+
     def _check_params(self) -> None:
         positive_int("horizon", self.horizon)
 
@@ -65,17 +173,6 @@ class BaseForecaster(BaseEstimator):
             x_name = "X" if name == "y" else name.replace("y", "X", 1)
             series = with_covariates(series, to_series(X, missing=missing, name=x_name, freq=series.freq))
         return series, own
-
-    def _transaction(self, work, *args) -> Any:
-        """Run `work` and return what it returns; if it raises, restore every attribute so the
-        estimator is unchanged."""
-        saved = dict(self.__dict__)
-        try:
-            return work(*args)
-        except BaseException:
-            self.__dict__.clear()
-            self.__dict__.update(saved)
-            raise
 
     def fit(self, y: Any, X: Any = None, *, y_val: Any = None, X_val: Any = None) -> "BaseForecaster":
         """Fit on `y` (+ covariates `X`, used as inputs only). Returns self.
@@ -122,7 +219,8 @@ class BaseForecaster(BaseEstimator):
         return self
 
     # ----- predict -----------------------------------------------------------------------
-    def _resolve_fh(self, fh: int | Sequence[int] | None) -> np.ndarray:
+    def resolve_fh(self, fh: int | Sequence[int] | None) -> np.ndarray:
+        """The 1-based forecast steps `fh` names (None: 1..horizon), checked: int64 (len(fh),)."""
         if fh is None:
             return np.arange(1, self.horizon + 1)
         steps = np.atleast_1d(np.asarray(fh))
@@ -138,15 +236,22 @@ class BaseForecaster(BaseEstimator):
         Returns the input's kind: pandas/polars with future timestamps, numpy (len(fh), n_targets).
         """
         check_is_fitted(self, "n_seen_")
-        steps = self._resolve_fh(fh)
+        steps = self.resolve_fh(fh)
         forecast = self._predict()[steps - 1]
         index = future_index(self.last_index_, self.freq_, steps)
         return to_output(forecast, list(self.target_columns_), index, self.input_kind_)
+
+    def current_forecast(self) -> np.ndarray:
+        """The forecast of steps 1..horizon after the last observation as a plain array:
+        (horizon, n_targets) float64 in `target_columns_` order (`predict()` without the frame)."""
+        check_is_fitted(self, "n_seen_")
+        return np.array(self._predict(), dtype=np.float64)
 
     # ----- update ------------------------------------------------------------------------
     def update(self, y_new: Any, X_new: Any = None) -> "BaseForecaster":
         """Absorb observations that follow the last one seen, without refitting. Returns self."""
         check_is_fitted(self, "n_seen_")
+        self._require_stream("update()")
         series, _ = self._prepare(y_new, X_new, "y_new", freq=self.freq_)
         if sorted(series.columns) != sorted(self.columns_):
             missing = sorted(set(self.columns_) - set(series.columns))
@@ -177,6 +282,7 @@ class BaseForecaster(BaseEstimator):
         """
         if not hasattr(self, "n_seen_"):
             raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet; call fit first")
+        self._require_stream("observe()")
         row = self._check_row(values)
         label = self._next_label(time)
         if not self._within_bounds(row):  # also false for NaN and inf: one check on the fast path
@@ -288,7 +394,8 @@ class BaseForecaster(BaseEstimator):
 
     def _document(self) -> dict:
         """The fitted model as a model-file document (see `tsessm.persist`)."""
-        return {"class": model_class_key(type(self)), "params": self.get_params(deep=False),
+        params = {k: v for k, v in self.get_params(deep=False).items() if k not in self._UNSAVED_PARAMS}
+        return {"class": model_class_key(type(self)), "params": params,
                 "state": self._get_fitted_state()}
 
     @classmethod
@@ -297,38 +404,8 @@ class BaseForecaster(BaseEstimator):
         model._set_fitted_state(document["state"])
         return model
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the fitted model to one file, atomically: JSON and numpy arrays, no code
-        (`tsessm.persist`), so loading it can run nothing."""
-        check_is_fitted(self, "n_seen_")
-        persist.write(path, self._document())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, *, allow_pickle: bool = False, **overrides: Any) -> "BaseForecaster":
-        """Read a model written by `save`. `overrides` replace saved parameters (e.g. device).
-
-        `BaseForecaster.load` reads any tsessm model file (a panel included); a subclass's `load`
-        only its own class. A damaged or foreign file raises `persist.ModelFileError` (a
-        ValueError) naming it. allow_pickle=True also reads the pickles of tsessm 0.2 and older:
-        a pickle runs whatever code it holds while it loads, so pass it only for files you trust.
-        """
-        unknown = sorted(set(overrides) - set(cls._get_param_names())) if cls is not BaseForecaster else []
-        if unknown:
-            raise TypeError(f"load() got parameters {cls.__name__} does not have: {unknown}")
-        document = persist.read(path, allow_pickle=allow_pickle)
-        name = document.get("class")
-        target = MODEL_CLASSES.get(name) if isinstance(name, str) else None
-        if target is None:
-            raise persist.ModelFileError(f"{path}: not a tsessm model file (unknown model class {name!r})")
-        if cls is not BaseForecaster and target is not cls:
-            raise TypeError(f"{path} holds a {name}, not a {cls.__name__}")
-        if overrides and not issubclass(target, BaseForecaster):
-            raise TypeError(f"{path} holds a {name}, which takes no parameter overrides ({sorted(overrides)})")
-        try:
-            return target._from_document(document, **overrides)
-        except (KeyError, TypeError, AttributeError, IndexError, RuntimeError, MemoryError) as exc:
-            # well-formed but wrong content, e.g. a weight of another shape (load_state_dict's RuntimeError)
-            raise persist.ModelFileError(f"{path}: not a tsessm model file (damaged {name}: {exc!r})") from None
+    # Parameters a model file does not keep (code, such as callbacks): a loaded model has their default.
+    _UNSAVED_PARAMS: tuple[str, ...] = ()
 
     # Parameters added after model files were first written, with the value that reproduces the
     # model such a file holds (a changed default must not change an old file's model).
@@ -339,15 +416,55 @@ class BaseForecaster(BaseEstimator):
         """A saved file's parameters, with the legacy value of any parameter it predates."""
         return {**cls._LEGACY_DEFAULTS, **params}
 
-    # ----- backtest hooks ----------------------------------------------------------------
-    def _forecast_windows(self, values: np.ndarray, origins: np.ndarray, lookback: int) -> np.ndarray:
-        """Forecast at each origin t from rows [t-lookback+1, t] only: (N, horizon, n_targets)."""
-        raise NotImplementedError(f"{type(self).__name__} has no windowed backtest")
+    # ----- backtest forecasts ------------------------------------------------------------
+    def forecast_windows(self, values: np.ndarray, origins: Sequence[int], lookback: int) -> np.ndarray:
+        """The windowed protocol's forecasts: at each origin row t, from rows [t-lookback+1, t] only.
 
-    def _forecast_stream(self, values: np.ndarray, origins: np.ndarray | None = None) -> np.ndarray:
-        """Forecasts at rows `origins` (default: every row) of one pass from the start of `values`:
-        (len(origins), horizon, k)."""
-        raise NotImplementedError(f"{type(self).__name__} has no one-pass backtest")
+        values: (T, C) rows in `columns_` order, original units; origins: row numbers in
+        [lookback-1, T-1]. Returns (len(origins), horizon, n_targets) float64. The fitted state is
+        neither used nor changed.
+        """
+        values, origins = self._check_history(values, origins, lookback)
+        if not self.can_forecast_windows:
+            raise NotImplementedError(f"{type(self).__name__} has no windowed forecasts")
+        return self._forecast_windows(values, origins, lookback)
+
+    def forecast_one_pass(self, values: np.ndarray, origins: Sequence[int] | None = None) -> np.ndarray:
+        """The one-pass (streaming) forecasts: one causal pass over `values` from the start; the
+        forecast at each origin row comes from the state after that row (full history).
+
+        values: (T, C) rows in `columns_` order, original units; origins: row numbers in [0, T-1]
+        (None: every row). Returns (len(origins), horizon, n_targets) float64. The fitted state is
+        neither used nor changed.
+        """
+        self._require_stream("a one-pass forecast")
+        values, origins = self._check_history(values, np.arange(len(values)) if origins is None else origins, 1)
+        return self._forecast_one_pass(values, origins)
+
+    def _check_history(self, values: Any, origins: Any, lookback: int) -> tuple[np.ndarray, np.ndarray]:
+        check_is_fitted(self, "n_seen_")
+        positive_int("lookback", lookback)
+        values = np.asarray(values, dtype=np.float64)
+        if values.ndim != 2 or values.shape[1] != len(self.columns_):
+            raise ValueError(f"values must be (rows, {len(self.columns_)}) for the columns {list(self.columns_)}, "
+                             f"got shape {values.shape}")
+        origins = np.asarray(origins)
+        if origins.ndim != 1 or (len(origins) and not np.issubdtype(origins.dtype, np.integer)):
+            raise ValueError(f"origins must be a 1-D list of row numbers, got {origins!r}")
+        if len(origins) and (origins.min() < lookback - 1 or origins.max() >= len(values)):
+            raise ValueError(f"forecast rows (origins) must lie in [{lookback - 1}, {len(values) - 1}] "
+                             f"(lookback={lookback}, {len(values)} rows), got {int(origins.min())}..{int(origins.max())}")
+        bad = ~np.isfinite(values)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            raise ValueError(f"values: row {r}, column {self.columns_[c]!r} is {values[r, c]}")
+        return values, origins
+
+    def _forecast_windows(self, values: np.ndarray, origins: np.ndarray, lookback: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def _forecast_one_pass(self, values: np.ndarray, origins: np.ndarray) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} has no one-pass forecasts")
 
 
 def _step(index: pd.Index, freq: Any) -> Any:

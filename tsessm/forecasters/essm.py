@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from tsessm.errors import StreamingNotSupported
-from tsessm.forecasters.neural import NeuralForecaster
+from tsessm.forecasters.neural import SHARED_ARGS_DOC, NeuralForecaster
 from tsessm.nn import ESSMNet
 
 # The eigenvalues and steps learn at a gentler rate and without weight decay (as in S4).
@@ -13,31 +12,16 @@ _SSM_LR_CAP = 1e-3
 
 
 class ESSMForecaster(NeuralForecaster):
-    """Forecast the next `horizon` steps with a deep causal eSSM.
+    __doc__ = """Forecast the next `horizon` steps with a deep causal eSSM.
 
     Args:
-        horizon: steps forecast at once.
-        target: column name(s) to forecast; None = every column. Other columns are inputs (MS).
-        lookback: history one training example warms up on; the windowed backtest sees this many rows.
-        d_model, n_layers, d_state, n_heads, bidirectional, discretization, init, mixer: the net
-            (see `tsessm.nn.ESSMNet`); mixer "auto" adds a Linear head mixer only when
-            n_heads > 1, as the authors' eSSM does. A bidirectional model trains and backtests on windows but
-            cannot stream. dt_min, dt_max: range of the initial step sizes (slowest and fastest
-            memory: a state forgets at about exp(-dt / 2) per step, so dt_min=0.01 remembers
-            ~200 steps, about what the 2 * lookback training windows show).
-        dropout, lr, epochs, batch_size, patience: training; AdamW with warm-up and cosine decay,
-            early stopping after `patience` epochs without validation improvement.
-        steps_per_epoch: optimizer steps per epoch; None = a quarter of the distinct windows
-            (10 to 200 batches).
-        validation_fraction: tail of `y` held out for early stopping when no `y_val` is given.
-        relative: forecast the change from the current value (a streaming-safe normalisation).
-        difference: read first differences x_t - x_{t-1} instead of levels; with `relative` the
-            forecast then follows the series' level wherever it drifts (see `tsessm.nn.Differenced`).
-        missing: "error", "ffill" or "interpolate" for gaps and NaN in the input.
-        device: "auto" (CUDA when present), "cpu", "cuda", ...
-        verbose: 0 silences the progress bar.
-        random_state: seed; the same seed gives identical predictions on CPU.
-    """
+""" + SHARED_ARGS_DOC.format(net="""\
+        d_model, n_layers, d_state, n_heads, bidirectional, discretization, init, mixer, dropout:
+            the net (`tsessm.nn.ESSMConfig`); mixer "auto" adds a Linear head mixer only when
+            n_heads > 1, as the authors' eSSM does. A bidirectional model trains and backtests on
+            windows but cannot stream (`can_stream` is False). dt_min, dt_max: range of the initial
+            step sizes (slowest and fastest memory: a state forgets at about exp(-dt / 2) per step,
+            so dt_min=0.01 remembers ~200 steps, about what the 2 * lookback training windows show).""")
 
     def __init__(
         self,
@@ -65,6 +49,7 @@ class ESSMForecaster(NeuralForecaster):
         difference: bool = True,
         missing: str = "error",
         device: str = "auto",
+        callbacks: list | None = None,
         verbose: int = 1,
         random_state: int | None = None,
     ) -> None:
@@ -92,8 +77,14 @@ class ESSMForecaster(NeuralForecaster):
         self.difference = difference
         self.missing = missing
         self.device = device
+        self.callbacks = callbacks
         self.verbose = verbose
         self.random_state = random_state
+
+    @property
+    def can_stream(self) -> bool:
+        """A bidirectional eSSM reads the future of every position: it has no recurrent form."""
+        return not self.bidirectional
 
     def _build_net(self, n_in: int, n_out: int) -> nn.Module:
         return ESSMNet(
@@ -121,21 +112,8 @@ class ESSMForecaster(NeuralForecaster):
         super()._set_fitted_state(state)
 
     def _reset_stream(self, xs) -> None:
-        if self.bidirectional:  # no recurrent form: the forecast after fit comes from the last window
+        if not self.can_stream:  # no recurrent form: the forecast after fit comes from the last window
             out = self._run(self._tensor(xs[-self.lookback :])[None])[0, -1]
             self.state_, self.last_out_ = None, out.detach().cpu().numpy()
             return
         super()._reset_stream(xs)
-
-    def _update(self, values) -> None:
-        if self.bidirectional:
-            raise StreamingNotSupported(
-                "update() needs the recurrent form, which a bidirectional eSSM does not have: "
-                "it reads the future of every position; refit, or use bidirectional=False"
-            )
-        super()._update(values)
-
-    def _forecast_stream(self, values, origins=None):
-        if self.bidirectional:
-            raise StreamingNotSupported("a bidirectional eSSM has no one-pass causal backtest")
-        return super()._forecast_stream(values, origins)

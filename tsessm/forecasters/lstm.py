@@ -3,35 +3,20 @@ from __future__ import annotations
 
 from torch import nn
 
-from tsessm.forecasters.neural import NeuralForecaster
+from tsessm.forecasters.neural import SHARED_ARGS_DOC, NeuralForecaster
 from tsessm.nn.lstm_net import LSTMNet
 
 
 class LSTMForecaster(NeuralForecaster):
-    """Forecast the next `horizon` steps with a causal LSTM (`tsessm.nn.lstm_net.LSTMNet`).
+    __doc__ = """Forecast the next `horizon` steps with a causal LSTM (`tsessm.nn.lstm_net.LSTMNet`).
 
     Same training, scaling, streaming state and backtests as `ESSMForecaster`; only the net
     differs. `update` advances the LSTM's (h, c) state without refitting.
 
     Args:
-        horizon: steps forecast at once.
-        target: column name(s) to forecast; None = every column. Other columns are inputs (MS).
-        lookback: history one training example warms up on; the windowed backtest sees this many rows.
+""" + SHARED_ARGS_DOC.format(net="""\
         d_model, n_layers: width of the encoder/LSTM/head and number of stacked LSTM layers.
-        dropout: between LSTM layers (no effect with one layer).
-        lr, epochs, batch_size, patience: training; AdamW with warm-up and cosine decay,
-            early stopping after `patience` epochs without validation improvement.
-        steps_per_epoch: optimizer steps per epoch; None = a quarter of the distinct windows
-            (10 to 200 batches).
-        validation_fraction: tail of `y` held out for early stopping when no `y_val` is given.
-        relative: forecast the change from the current value (a streaming-safe normalisation).
-        difference: read first differences x_t - x_{t-1} instead of levels; with `relative` the
-            forecast then follows the series' level wherever it drifts (see `tsessm.nn.Differenced`).
-        missing: "error", "ffill" or "interpolate" for gaps and NaN in the input.
-        device: "auto" (CUDA when present), "cpu", "cuda", ...
-        verbose: 0 silences the progress bar.
-        random_state: seed; the same seed gives identical predictions on CPU.
-    """
+        dropout: between LSTM layers (no effect with one layer).""")
 
     def __init__(
         self,
@@ -51,6 +36,7 @@ class LSTMForecaster(NeuralForecaster):
         difference: bool = True,
         missing: str = "error",
         device: str = "auto",
+        callbacks: list | None = None,
         verbose: int = 1,
         random_state: int | None = None,
     ) -> None:
@@ -70,6 +56,7 @@ class LSTMForecaster(NeuralForecaster):
         self.difference = difference
         self.missing = missing
         self.device = device
+        self.callbacks = callbacks
         self.verbose = verbose
         self.random_state = random_state
 

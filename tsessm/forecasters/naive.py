@@ -43,7 +43,7 @@ class NaiveForecaster(BaseForecaster):
     def _predict(self) -> np.ndarray:
         return self.tail_[len(self.tail_) - 1 - self._lags()]
 
-    def _forecast_stream(self, values: np.ndarray, origins: np.ndarray | None = None) -> np.ndarray:
+    def _forecast_one_pass(self, values: np.ndarray, origins: np.ndarray | None = None) -> np.ndarray:
         ys = values[:, self.target_idx_]
         origins = np.arange(len(ys)) if origins is None else np.asarray(origins)
         rows = origins[:, None] - self._lags()[None]  # (N, H); negative = not yet seen
@@ -52,4 +52,4 @@ class NaiveForecaster(BaseForecaster):
     def _forecast_windows(self, values: np.ndarray, origins: np.ndarray, lookback: int) -> np.ndarray:
         if lookback < self.season_length:
             raise ValueError(f"lookback={lookback} is shorter than season_length={self.season_length}")
-        return self._forecast_stream(values, origins)
+        return self._forecast_one_pass(values, origins)

@@ -49,10 +49,34 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
+# The arguments every neural forecaster shares, written once for their docstrings.
+SHARED_ARGS_DOC = """\
+        horizon: steps forecast at once.
+        target: column name(s) to forecast; None = every column. Other columns are inputs (MS).
+        lookback: history one training example warms up on; the windowed backtest sees this many rows.
+{net}
+        lr, epochs, batch_size, patience: training; AdamW with warm-up and cosine decay,
+            early stopping after `patience` epochs without validation improvement.
+        steps_per_epoch: optimizer steps per epoch; None = a quarter of the distinct windows
+            (10 to 200 batches).
+        validation_fraction: tail of `y` held out for early stopping when no `y_val` is given.
+        relative: forecast the change from the current value (a streaming-safe normalisation).
+        difference: read first differences x_t - x_{{t-1}} instead of levels; with `relative` the
+            forecast then follows the series' level wherever it drifts (see `tsessm.nn.Differenced`).
+        missing: "error", "ffill" or "interpolate" for gaps and NaN in the input.
+        device: "auto" (CUDA when present), "cpu", "cuda", ...
+        callbacks: callables, each called after every epoch with that epoch's log entry
+            ({{"epoch", "train_loss", "val_loss"}}), e.g. to report to a pruner; not saved with the model.
+        verbose: 0 silences the progress bar.
+        random_state: seed; the same seed gives identical predictions on CPU.
+"""
+
+
 class NeuralForecaster(BaseForecaster):
     """Trainer, scaler and recurrent state for causal sequence-to-forecast nets."""
 
     _LEGACY_DEFAULTS = {"difference": False}  # files from before `difference` hold level-input nets
+    _UNSAVED_PARAMS = ("callbacks",)
 
     # ----- what subclasses provide -------------------------------------------------------
     def _build_net(self, n_in: int, n_out: int) -> nn.Module:
@@ -69,7 +93,7 @@ class NeuralForecaster(BaseForecaster):
     @property
     def _sees_future(self) -> bool:
         """A non-causal (bidirectional) net: trained and validated on window ends only."""
-        return bool(getattr(self, "bidirectional", False))
+        return not self.can_stream
 
     # ----- checks ------------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -86,6 +110,10 @@ class NeuralForecaster(BaseForecaster):
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
         if not isinstance(self.difference, bool):
             raise TypeError(f"difference must be True or False, got {self.difference!r}")
+        if self.callbacks is not None and not (isinstance(self.callbacks, (list, tuple))
+                                               and all(callable(c) for c in self.callbacks)):
+            raise TypeError(f"callbacks must be a list of callables (each called with the epoch's log entry), "
+                            f"got {self.callbacks!r}")
         resolve_device(self.device)  # raises on an unknown device string
         # A throw-away net checks the architecture's arguments (the net's own checks name them);
         # its random init must not move the caller's random state.
@@ -97,7 +125,7 @@ class NeuralForecaster(BaseForecaster):
 
     # ----- data helpers ------------------------------------------------------------------
     def _scale(self, values: np.ndarray) -> np.ndarray:
-        return ((values - self.mean_) / self.std_).astype(np.float32)
+        return scaled_rows(values, self.mean_, self.std_)
 
     def _unscale_targets(self, scaled: np.ndarray) -> np.ndarray:
         idx = self.target_idx_
@@ -116,21 +144,22 @@ class NeuralForecaster(BaseForecaster):
 
     # ----- training ----------------------------------------------------------------------
     def _fit(self, values: np.ndarray, target_idx: list[int], val_values: np.ndarray | None) -> None:
-        n_train = len(values) if val_values is not None else self._train_rows(len(values))
+        n_train = len(values) if val_values is not None else self.train_rows(len(values))
         history = values if val_values is None else np.vstack([values, val_values])
         self.mean_, self.std_ = standard_stats(values[:n_train])
-        self._fit_segments([(self._scale(history), n_train)], target_idx)
+        self.fit_scaled([(self._scale(history), n_train)], target_idx)
         self._reset_stream(self._scale(values))
 
-    def _train_rows(self, n_rows: int) -> int:
-        """Rows to train on when the tail `validation_fraction` is held out for early stopping
+    def train_rows(self, n_rows: int) -> int:
+        """Of a series of `n_rows`, the rows to train on when the tail `validation_fraction` is held out for early stopping
         (all rows when that tail would be too short to score or leave too little to train)."""
         n_val = int(n_rows * self.validation_fraction)
         return n_rows - n_val if n_val > self.horizon and n_rows - n_val >= self._min_length() else n_rows
 
-    def _fit_segments(self, segments: list[tuple[np.ndarray, int]], target_idx: list[int]) -> None:
-        """Build and train the net on scaled series: each segment is (xs (T_i, C), n_train_i);
-        rows past n_train_i are validation rows of that series."""
+    def fit_scaled(self, segments: list[tuple[np.ndarray, int]], target_idx: list[int]) -> None:
+        """Build and train the net on scaled series: each segment is (xs (T_i, C) float32, n_train_i);
+        rows past n_train_i are validation rows of that series. Sets `net_`, `device_`,
+        `target_idx_` and `history_`; the scaler and the streaming state are the caller's."""
         self.device_ = resolve_device(self.device)
         self.target_idx_ = list(target_idx)
         seed = self.random_state if self.random_state is not None else int(np.random.SeedSequence().entropy % 2**31)
@@ -203,7 +232,7 @@ class NeuralForecaster(BaseForecaster):
                 entry["val_loss"] = self._validation_loss(x_all, offsets_of, val_spans)
             log.append(entry)
             bar.set_postfix({k: f"{v:.4f}" for k, v in entry.items() if k != "epoch"})
-            for callback in getattr(self, "_epoch_callbacks", ()):
+            for callback in self.callbacks or ():
                 callback(entry)
             score = entry.get("val_loss", entry["train_loss"])
             if score < best_loss:
@@ -321,12 +350,18 @@ class NeuralForecaster(BaseForecaster):
         torch_state, state = self.__dict__.get("_numpy_state", (None, None))
         if torch_state is not self.state_:
             state = [s.numpy() if on_cpu else s.cpu().numpy() for s in self.state_]
-        out, state = self._engine_step(x[None], state)
+        out, state = self.step_scaled(x[None], state)
         self.state_ = [torch.from_numpy(s) if on_cpu else torch.from_numpy(s).to(self.device_) for s in state]
         self._numpy_state = (self.state_, state)
         self.last_out_ = out[0]
 
-    def _engine_step(self, x: np.ndarray, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    # ----- the scaled-series interface: what a global model over many series (the panel) drives
+    def absorb_scaled(self, xs: np.ndarray, state: list[Tensor] | None) -> tuple[Tensor, list[Tensor]]:
+        """Absorb one series' scaled rows xs (L, C) float32 from `state` (None: the zero state).
+        Returns (the forecast after the last row (H, k), scaled, on `device_`; the new state)."""
+        return self._advance(self._tensor(xs), state)
+
+    def step_scaled(self, x: np.ndarray, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         """One engine step of n series: scaled rows x (n, C) float32 -> (anchored forecasts (n, H, k),
         new state), the numpy twin of `net.step` followed by `_anchor`."""
         out, state = self._engine().step(x, state)
@@ -340,7 +375,7 @@ class NeuralForecaster(BaseForecaster):
         forecasts = self._window_forecasts(self._tensor(self._scale(values)), origins, lookback)
         return self._unscale_targets(forecasts.cpu().numpy())
 
-    def _forecast_stream(self, values: np.ndarray, origins: np.ndarray | None = None) -> np.ndarray:
+    def _forecast_one_pass(self, values: np.ndarray, origins: np.ndarray | None = None) -> np.ndarray:
         rows = np.arange(len(values)) if origins is None else origins
         forecasts = self._stream_forecasts(self._tensor(self._scale(values)), rows)
         return self._unscale_targets(forecasts.cpu().numpy())
@@ -356,9 +391,9 @@ class NeuralForecaster(BaseForecaster):
 
     def _set_fitted_state(self, state: dict) -> None:
         state = dict(state)
-        if "cuda" in str(self.device) and not torch.cuda.is_available():
-            self.device = "auto"  # trained on a GPU, loaded where there is none: run on the CPU
-        self.device_ = resolve_device(self.device)
+        # trained on a GPU, loaded where there is none: run on the CPU (the parameter stays as saved)
+        gpu_missing = "cuda" in str(self.device) and not torch.cuda.is_available()
+        self.device_ = resolve_device("auto" if gpu_missing else self.device)
         weights = state.pop("net_")
         self.target_idx_ = state["target_idx_"]
         net = self._make_net(state.pop("n_in_"), len(state["target_idx_"]))
@@ -367,6 +402,11 @@ class NeuralForecaster(BaseForecaster):
         if state.get("state_") is not None:
             state["state_"] = _to_device(state["state_"], self.device_)
         super()._set_fitted_state(state)
+
+
+def scaled_rows(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Rows (..., C) standardised by a per-column scaler, as the nets read them: float32."""
+    return ((values - mean) / std).astype(np.float32)
 
 
 def warmup_cosine(total_steps: int, warmup_fraction: float = 0.1):

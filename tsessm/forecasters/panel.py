@@ -7,24 +7,23 @@ batched call per time round, leaving the others untouched.
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import clone
 from sklearn.utils.validation import check_is_fitted
 
+from tsessm import persist
 from tsessm.data import check_magnitudes, resolve_target, standard_stats, to_series
 from tsessm.errors import StreamingNotSupported
-from tsessm import persist
-from tsessm.forecasters.base import MODEL_CLASSES, BaseForecaster
-from tsessm.forecasters.neural import PREFILL_MIN_ROWS, NeuralForecaster
+from tsessm.forecasters.base import MODEL_CLASSES, SavedModel
+from tsessm.forecasters.neural import PREFILL_MIN_ROWS, NeuralForecaster, scaled_rows
 from tsessm.nn.state import concat_states, select_states, set_states
 
 
-class PanelForecaster(BaseEstimator):
+class PanelForecaster(SavedModel):
     """Global forecaster over a panel of series.
 
     Args:
@@ -62,13 +61,13 @@ class PanelForecaster(BaseEstimator):
     def fit(self, df: Any) -> "PanelForecaster":
         """Train the global model on every series of the long frame `df`."""
         model = clone(self.forecaster)
-        model._check_params()
-        if getattr(model, "bidirectional", False):
+        model.check_params()
+        if not model.can_stream:
             raise StreamingNotSupported("a panel keeps one recurrent state per series, which a bidirectional "
                                         "eSSM does not have; use bidirectional=False")
         groups, columns, was_polars = self._split(df, "df")
         targets = resolve_target(columns, model.target)
-        need = model._min_length()
+        need = model.min_rows()
         short = [k for k, s in groups.items() if len(s) < need]
         if short:
             raise ValueError(f"series {short[0]!r} has {len(groups[short[0]])} rows; at least {need} are needed")
@@ -78,20 +77,15 @@ class PanelForecaster(BaseEstimator):
         target_idx = [columns.index(t) for t in targets]
         segments, means, stds = [], [], []
         for series in groups.values():
-            n_train = model._train_rows(len(series))
+            n_train = model.train_rows(len(series))
             mean, std = standard_stats(series.values[:n_train])
             means.append(mean)
             stds.append(std)
-            segments.append((((series.values - mean) / std).astype(np.float32), n_train))
+            segments.append((scaled_rows(series.values, mean, std), n_train))
         model.mean_, model.std_ = np.zeros(len(columns)), np.ones(len(columns))  # scaling is per series here
-        model._fit_segments(segments, target_idx)
-        saved = dict(self.__dict__)
-        try:
-            self._set_fitted(model, groups, columns, targets, means, stds, was_polars, segments)
-        except BaseException:  # a failed fit leaves the panel as it was
-            self.__dict__.clear()
-            self.__dict__.update(saved)
-            raise
+        model.fit_scaled(segments, target_idx)
+        # a failed fit leaves the panel as it was
+        self._transaction(self._set_fitted, model, groups, columns, targets, means, stds, was_polars, segments)
         return self
 
     def _set_fitted(self, model, groups, columns, targets, means, stds, was_polars, segments) -> None:
@@ -112,7 +106,7 @@ class PanelForecaster(BaseEstimator):
         model = self.model_
         states, outs = [], []
         for key in self.ids_[start:]:
-            out, state = model._advance(model._tensor(scaled[key]), None)
+            out, state = model.absorb_scaled(scaled[key], None)
             states.append(state)
             outs.append(out[None])
         new_state = concat_states(states)
@@ -153,32 +147,32 @@ class PanelForecaster(BaseEstimator):
             else:
                 mean, std = standard_stats(values, self.columns_)  # refuses what cannot be scaled
                 new[key] = (values, series.index[-1], mean, std)
-        saved = self._snapshot()
-        try:  # all or nothing: a failure while applying leaves every series as it was
-            self._step_known(known, position)
-            if new:
-                self._add_series(new)
-            if not torch.isfinite(self.last_out_).all():
-                raise ValueError("the forecasts after these rows are not finite (NaN or inf); the update is refused")
-        except BaseException:
-            self.__dict__.clear()
-            self.__dict__.update(saved)
-            raise
+        # all or nothing: a failure while applying leaves every series as it was
+        self._transaction(self._apply_update, known, new, position)
         return self
 
+    def _apply_update(self, known: dict[Any, tuple], new: dict[Any, tuple], position: dict[Any, int]) -> None:
+        self._step_known(known, position)
+        if new:
+            self._add_series(new)
+        if not torch.isfinite(self.last_out_).all():
+            raise ValueError("the forecasts after these rows are not finite (NaN or inf); the update is refused")
+
     def _snapshot(self) -> dict:
-        """A copy of the attributes `update` changes in place (lists, the forecast tensor)."""
+        """What `_transaction` restores, with copies of what `update` changes in place (lists, the
+        forecast tensor)."""
         saved = dict(self.__dict__)
-        for name in ("ids_", "last_time_"):
-            saved[name] = list(saved[name])
-        saved["last_out_"] = saved["last_out_"].clone()
+        if "model_" in saved:  # fitted
+            for name in ("ids_", "last_time_"):
+                saved[name] = list(saved[name])
+            saved["last_out_"] = saved["last_out_"].clone()
         return saved
 
     def _add_series(self, new: dict[Any, tuple]) -> None:
         """New series with their histories and scalers: prefill their states."""
         start, scaled = len(self.ids_), {}
         for key, (values, last, mean, std) in new.items():
-            scaled[key] = ((values - mean) / std).astype(np.float32)
+            scaled[key] = scaled_rows(values, mean, std)
             self.ids_.append(key)
             self.last_time_.append(last)
         self.mean_ = np.vstack([self.mean_, *(m for _, _, m, _ in new.values())])
@@ -218,15 +212,12 @@ class PanelForecaster(BaseEstimator):
             raise ValueError(f"series {ids[r]!r}: observation at {times[r]}, expected {expected[r]}")
         model = self.model_
         with torch.no_grad():
-            x_t = ((values - self.mean_[rows]) / self.std_[rows]).astype(np.float32)
-            # the numpy engine on the selected rows' states: one batched step, no module calls
-            state = [s.cpu().numpy() for s in select_states(self.state_, rows)]
-            out, state = model._engine_step(x_t, state)
+            x_t = scaled_rows(values, self.mean_[rows], self.std_[rows])
+            out, state = self._engine_round(rows, x_t)
             if not np.isfinite(out).all():
                 raise ValueError("the forecasts after these observations are not finite (NaN or inf); "
                                  "they are refused and the panel is unchanged")
-            self.state_ = set_states(self.state_, rows, [model._tensor(s) for s in state])
-            self.last_out_[rows] = model._tensor(out)
+            self._set_round(rows, out, state)
         for i, t in zip(rows, times):
             self.last_time_[i] = t
         return self
@@ -234,29 +225,35 @@ class PanelForecaster(BaseEstimator):
     @torch.no_grad()
     def _step_known(self, known: dict[Any, tuple[np.ndarray, Any]], position: dict[Any, int]) -> None:
         """Advance known series: long chunks by prefill, the rest in batched rounds of `step`."""
-        model = self.model_
         rows = {k: position[k] for k in known}
-        chunks = {k: model._tensor(((v - self.mean_[rows[k]]) / self.std_[rows[k]]).astype(np.float32))
-                  for k, (v, _) in known.items()}
+        chunks = {k: scaled_rows(v, self.mean_[rows[k]], self.std_[rows[k]]) for k, (v, _) in known.items()}
         for key in [k for k, x in chunks.items() if len(x) >= PREFILL_MIN_ROWS]:
             i = rows[key]
-            self.last_out_[i], state = model._advance(chunks.pop(key), select_states(self.state_, [i]))
+            self.last_out_[i], state = self.model_.absorb_scaled(chunks.pop(key), select_states(self.state_, [i]))
             self.state_ = set_states(self.state_, [i], state)
         for r in range(max((len(x) for x in chunks.values()), default=0)):
             active = [k for k, x in chunks.items() if len(x) > r]
-            idx = [rows[k] for k in active]
-            x_t = torch.stack([chunks[k][r] for k in active])
-            out, state = model.net_.step(x_t, select_states(self.state_, idx))
-            self.state_ = set_states(self.state_, idx, state)
-            self.last_out_[idx] = model._anchor(out, x_t)
+            idx = np.array([rows[k] for k in active])
+            self._set_round(idx, *self._engine_round(idx, np.stack([chunks[k][r] for k in active])))
         for key, (_, last) in known.items():
             self.last_time_[rows[key]] = last
+
+    def _engine_round(self, rows: np.ndarray, x_t: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One batched step of the series at `rows` (scaled rows x_t (n, C) float32) through the
+        model's numpy engine: (their new forecasts (n, H, k), their new states). Changes nothing."""
+        state = [s.cpu().numpy() for s in select_states(self.state_, rows)]
+        return self.model_.step_scaled(x_t, state)
+
+    def _set_round(self, rows: np.ndarray, out: np.ndarray, state: list[np.ndarray]) -> None:
+        device = self.model_.device_
+        self.state_ = set_states(self.state_, rows, [torch.as_tensor(s, device=device) for s in state])
+        self.last_out_[rows] = torch.as_tensor(out, device=device)
 
     # ----- predict -----------------------------------------------------------------------
     def predict(self, ids: Sequence[Any] | None = None, fh: Sequence[int] | None = None) -> Any:
         """Long-format forecasts: one row per (series, step) with the id, time and target columns."""
         check_is_fitted(self, "model_")
-        steps = self.model_._resolve_fh(fh)
+        steps = self.model_.resolve_fh(fh)
         position = {k: i for i, k in enumerate(self.ids_)}
         ids = list(self.ids_) if ids is None else list(ids)
         unknown = [k for k in ids if k not in position]
@@ -279,13 +276,7 @@ class PanelForecaster(BaseEstimator):
             return pl.from_pandas(frame)
         return frame
 
-    # ----- persistence -------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> None:
-        """One file, written atomically (JSON and arrays, no code): the global model, every
-        series' scaler and state."""
-        check_is_fitted(self, "model_")
-        persist.write(path, self._document())
-
+    # ----- persistence (`save` and `load` are SavedModel's) ---------------------------------
     def _document(self) -> dict:
         state = {k: v for k, v in self.__dict__.items() if k.endswith("_") and k != "model_"}
         state["state_"] = [s.cpu() for s in self.state_]
@@ -294,15 +285,7 @@ class PanelForecaster(BaseEstimator):
                 "model": self.model_._document(), "state": state}
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, allow_pickle: bool = False) -> "PanelForecaster":
-        """Read a panel written by `save` (allow_pickle: see `BaseForecaster.load`, which reads it)."""
-        panel = BaseForecaster.load(path, allow_pickle=allow_pickle)
-        if not isinstance(panel, cls):
-            raise persist.ModelFileError(f"{path}: not a tsessm panel model file (it holds a {type(panel).__name__})")
-        return panel
-
-    @classmethod
-    def _from_document(cls, document: dict) -> "PanelForecaster":
+    def _from_document(cls, document: dict, **overrides: Any) -> "PanelForecaster":
         inner = document["model"]
         inner_cls = MODEL_CLASSES.get(inner.get("class"))
         if inner_cls is None or not issubclass(inner_cls, NeuralForecaster):
@@ -314,9 +297,6 @@ class PanelForecaster(BaseEstimator):
         panel.state_ = [s.to(model.device_) for s in panel.state_]
         panel.last_out_ = panel.last_out_.to(model.device_)
         return panel
-
-
-MODEL_CLASSES["PanelForecaster"] = PanelForecaster
 
 
 class _Labels:
