@@ -3,7 +3,8 @@
 Default store: a local sqlite file (`sqlite:///mlruns.db`) with artifacts under `mlartifacts/`,
 nothing to start. `MLFLOW_TRACKING_URI` pointing at an `mlflow server` works the same.
 `tracker.log_model(model, registered_model_name=...)` logs a servable pyfunc and registers it
-(`tsessm.registry` has the aliases and `load_forecaster("models:/NAME@champion")`).
+(`tsessm.registry` has the aliases and `load_forecaster("models:/NAME@champion")`, which this
+module re-exports for `--model`). MLflow itself is imported when a run starts.
 """
 from __future__ import annotations
 
@@ -14,8 +15,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
+from filelock import FileLock
+
+from tsessm import registry
 from tsessm.mlflow_uri import DEFAULT_URI, bound_http_retries, is_model_uri, tracking_uri  # noqa: F401
 from tsessm.redact import mask
+from tsessm.registry import load_forecaster  # noqa: F401  (what `--model` names: a file or an MLflow URI)
 
 DEFAULT_EXPERIMENT = "tsessm"
 
@@ -38,20 +43,6 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return versions
-
-
-def load_forecaster(uri_or_path: str | os.PathLike, allow_pickle: bool = False) -> Any:
-    """What `--model` names: a file written by `save()` or an MLflow URI such as
-    `models:/NAME@champion` (see `tsessm.registry.load_forecaster`). MLflow is only imported
-    for URIs and MLflow model folders, so plain files stay fast. allow_pickle (`--trust-pickle`):
-    also read the pickled files of tsessm 0.2 and older, which run code as they load."""
-    if is_model_uri(uri_or_path) or Path(uri_or_path).is_dir():
-        from tsessm.registry import load_forecaster as load_logged
-
-        return load_logged(uri_or_path, allow_pickle=allow_pickle)
-    from tsessm.forecasters.base import BaseForecaster
-
-    return BaseForecaster.load(uri_or_path, allow_pickle=allow_pickle)
 
 
 class NullTracker:
@@ -113,9 +104,7 @@ class MLflowTracker(NullTracker):
 
         Returns MLflow's ModelInfo (`.model_uri`, `.registered_model_version`).
         """
-        from tsessm.registry import log_model
-
-        return log_model(model, name=name, registered_model_name=registered_model_name,
+        return registry.log_model(model, name=name, registered_model_name=registered_model_name,
                          input_example=input_example)
 
 
@@ -129,8 +118,6 @@ def _sqlite_setup_lock(uri: str) -> contextlib.AbstractContextManager:
     prefix = "sqlite:///"
     if not uri.startswith(prefix) or ":memory:" in uri:
         return contextlib.nullcontext()
-    from filelock import FileLock
-
     db_path = Path(uri[len(prefix):].split("?", 1)[0])
     return FileLock(str(db_path) + ".lock", timeout=300)
 
@@ -142,7 +129,7 @@ def start_run(enabled: bool = True, experiment: str = DEFAULT_EXPERIMENT, run_na
     if not enabled:
         yield NullTracker()
         return
-    import mlflow
+    import mlflow  # heavy (about a second): loaded when tracking is on
 
     bound_http_retries()
     mlflow.set_tracking_uri(tracking_uri())
