@@ -10,7 +10,9 @@ Library use:
 
 Modules: `adapters` (the model protocol the runner talks to, `SingleSeriesAdapter`),
 `sources` (dicts, CSV, JSON lines; files, stdin, --follow), `sinks` (callback, JSON lines),
-`checkpoint` (model file + manifest, committed atomically), `runner` (`run_stream`),
+`records` (one record's id, time and values, checked), `counters` (counts and the result),
+`checkpoint` (model file + manifest, committed atomically), `reload` (hand-over to a newly
+promoted model), `runner` (`run_stream`), `signals`, `grid` (steps between timestamps),
 `cli` (`add_stream_parser`, `run_stream_command`). Importing this package stays light:
 the heavy names load on first use.
 """
@@ -23,9 +25,9 @@ from tsessm.stream.cli import add_stream_parser, run_stream_command
 
 _LAZY = {
     "run_stream": "runner",
-    "StreamResult": "runner",
+    "StreamResult": "counters",
     "StreamSetupError": "runner",
-    "Counters": "runner",
+    "Counters": "counters",
     "StreamAdapter": "adapters",
     "SingleSeriesAdapter": "adapters",
     "RecordError": "adapters",

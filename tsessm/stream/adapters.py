@@ -26,6 +26,11 @@ from typing import Any, Hashable, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
+from sklearn.utils.validation import check_is_fitted
+
+from tsessm.forecasters.base import BaseForecaster
+from tsessm.forecasters.panel import PanelForecaster
+from tsessm.registry import load_forecaster
 
 SeriesId = Hashable  # None for a single unnamed series; a str or int from --id-col
 
@@ -53,7 +58,7 @@ class StreamAdapter(Protocol):
     def load(cls, path: str | Path, extras: dict) -> "StreamAdapter": ...
 
 
-_UNSET = object()
+UNSET = object()  # a single-series adapter's `served` id before its first record
 
 
 class SingleSeriesAdapter:
@@ -64,18 +69,16 @@ class SingleSeriesAdapter:
     """
 
     def __init__(self, forecaster: Any) -> None:
-        from sklearn.utils.validation import check_is_fitted
-
         check_is_fitted(forecaster, "n_seen_")
         if not isinstance(forecaster.last_index_, pd.DatetimeIndex):
             raise ValueError(
                 f"{type(forecaster).__name__} was fitted on integer steps, not timestamps; "
                 "streaming needs a model fitted on a time-indexed series"
             )
-        if getattr(forecaster, "bidirectional", False):
+        if not forecaster.can_stream:
             raise ValueError(
-                "a bidirectional model reads the future of every position and cannot stream; "
-                "use one fitted with bidirectional=False"
+                f"{type(forecaster).__name__} cannot stream (a bidirectional model reads the future of every "
+                "position); use one fitted with bidirectional=False"
             )
         self.model = forecaster
         self.horizon = forecaster.horizon
@@ -83,21 +86,21 @@ class SingleSeriesAdapter:
         self.columns = list(forecaster.columns_)
         self.targets = list(forecaster.target_columns_)
         self.tz = forecaster.last_index_.tz
-        self._index_name = forecaster.last_index_.name
-        self._series_id: Any = _UNSET
+        self.index_name = forecaster.last_index_.name
+        self.served: Any = UNSET  # the first series id seen (None without --id-col), UNSET before it
 
     @property
     def series_id(self) -> Any:
-        """The series this model serves (None without --id-col); unset before the first record."""
-        return None if self._series_id is _UNSET else self._series_id
+        """The series this model serves (None without --id-col, and before the first record)."""
+        return None if self.served is UNSET else self.served
 
     def _check(self, series_id: SeriesId) -> None:
-        if self._series_id is _UNSET:
-            self._series_id = series_id  # the first id seen names the series
-        elif series_id != self._series_id or type(series_id) is not type(self._series_id):
+        if self.served is UNSET:
+            self.served = series_id  # the first id seen names the series
+        elif series_id != self.served or type(series_id) is not type(self.served):
             raise RecordError(
                 f"series id {series_id!r} is not the one this single-series model serves "
-                f"({self._series_id!r}, the first id seen)"
+                f"({self.served!r}, the first id seen)"
             )
 
     def last_time(self, series_id: SeriesId) -> pd.Timestamp:
@@ -113,21 +116,18 @@ class SingleSeriesAdapter:
 
     def forecast(self, series_id: SeriesId) -> dict[str, list[float]]:
         self._check(series_id)
-        # `_predict()` is what `predict()` returns for fh=1..H, without the frame around it.
-        out = np.asarray(self.model._predict(), dtype=np.float64)
+        out = self.model.current_forecast()  # predict() without the frame around it
         return {t: out[:, j].tolist() for j, t in enumerate(self.targets)}
 
     def save(self, path: str | Path) -> dict:
         self.model.save(path)
-        return {} if self._series_id is _UNSET else {"series_id": self._series_id}
+        return {} if self.served is UNSET else {"series_id": self.served}
 
     @classmethod
     def load(cls, path: str | Path, extras: dict, allow_pickle: bool = False) -> "SingleSeriesAdapter":
-        from tsessm.forecasters.base import BaseForecaster
-
         adapter = cls(BaseForecaster.load(path, allow_pickle=allow_pickle))
         if "series_id" in extras:
-            adapter._series_id = extras["series_id"]
+            adapter.served = extras["series_id"]
         return adapter
 
 
@@ -137,8 +137,6 @@ class PanelAdapter:
     it needs its history (`PanelForecaster.update`) before it can stream."""
 
     def __init__(self, panel: Any) -> None:
-        from sklearn.utils.validation import check_is_fitted
-
         check_is_fitted(panel, "model_")
         self.panel = panel
         self.horizon = panel.model_.horizon
@@ -147,7 +145,8 @@ class PanelAdapter:
         self.targets = list(panel.target_columns_)
         self.tz = getattr(panel.last_time_[0], "tz", None)
 
-    def _row(self, series_id: SeriesId) -> int | None:
+    def row(self, series_id: SeriesId) -> int | None:
+        """The panel's row for `series_id` (matched as text too), None for a series it does not know."""
         ids = self.panel.ids_
         if series_id in ids:
             return ids.index(series_id)
@@ -155,11 +154,11 @@ class PanelAdapter:
         return as_text.index(str(series_id)) if str(series_id) in as_text else None
 
     def last_time(self, series_id: SeriesId) -> pd.Timestamp | None:
-        row = self._row(series_id)
+        row = self.row(series_id)
         return None if row is None else self.panel.last_time_[row]
 
     def apply(self, series_id: SeriesId, time: pd.Timestamp, values: dict[str, float]) -> None:
-        row = self._row(series_id)
+        row = self.row(series_id)
         if row is None:
             raise RecordError(f"series id {series_id!r} is unknown to this panel model; give it a history first")
         try:
@@ -168,7 +167,7 @@ class PanelAdapter:
             raise RecordError(str(exc)) from None
 
     def forecast(self, series_id: SeriesId) -> dict[str, list[float]]:
-        row = self._row(series_id)
+        row = self.row(series_id)
         frame = self.panel.predict(ids=[self.panel.ids_[row]])
         if not isinstance(frame, pd.DataFrame):
             frame = frame.to_pandas()
@@ -180,16 +179,11 @@ class PanelAdapter:
 
     @classmethod
     def load(cls, path: str | Path, extras: dict, allow_pickle: bool = False) -> "PanelAdapter":
-        from tsessm.forecasters.panel import PanelForecaster
-
         return cls(PanelForecaster.load(path, allow_pickle=allow_pickle))
 
 
 def load_model(path: str | Path, allow_pickle: bool = False) -> Any:
-    """Read the model file given to --model (extension point: other saved kinds, registry URIs)."""
-    from tsessm.tracking import load_forecaster
-
-    # a saved file or an MLflow URI such as models:/NAME@champion
+    """Read what --model names: a file written by `save()` or an MLflow URI such as models:/NAME@champion."""
     return load_forecaster(path, allow_pickle=allow_pickle)
 
 
@@ -200,8 +194,6 @@ def make_adapter(model: Any) -> StreamAdapter:
     """
     if isinstance(model, StreamAdapter) and not hasattr(model, "fit"):
         return model
-    from tsessm.forecasters.panel import PanelForecaster
-
     return PanelAdapter(model) if isinstance(model, PanelForecaster) else SingleSeriesAdapter(model)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import re
 import time as _time
 from dataclasses import dataclass
@@ -28,18 +29,20 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from tsessm import registry
+from tsessm.forecasters.panel import PanelForecaster
+from tsessm.stream.adapters import PanelAdapter, SingleSeriesAdapter, load_model
 from tsessm.stream.grid import steps_between
 
 DEFAULT_HISTORY_ROWS = 1000
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/@]+)$")
 _VERSION_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
 
 
 def parse_duration(text: str | float | int) -> float:
-    """Seconds in a duration: 30s, 5m, 1h, 1h30m, 250ms, 2d, or a bare number of seconds."""
+    """Seconds in a duration: 30s, 5m, 1h, 1h30m, 250ms, 2d (any `pandas.Timedelta` string, units
+    in any case), or a bare number of seconds."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         seconds = float(text)
     else:
@@ -47,11 +50,14 @@ def parse_duration(text: str | float | int) -> float:
         try:
             seconds = float(raw)
         except ValueError:
-            parts = _DURATION_PART.findall(raw)
-            if not parts or "".join(n + u for n, u in parts) != raw:
+            try:  # pandas spells the day unit "D" ("d" is deprecated there)
+                duration = pd.Timedelta(re.sub(r"(?<=[\d.])d(?![a-z])", "D", raw))
+            except ValueError:
+                duration = pd.NaT
+            if duration is pd.NaT:
                 raise ValueError(f"expected a duration such as 30s, 5m, 1h or 1h30m, got {text!r}") from None
-            seconds = sum(float(n) * _UNITS[u] for n, u in parts)
-    if not (np.isfinite(seconds) and seconds > 0):
+            seconds = duration.total_seconds()
+    if not (math.isfinite(seconds) and seconds > 0):
         raise ValueError(f"expected a positive duration, got {text!r}")
     return seconds
 
@@ -67,10 +73,8 @@ def resolve_model_uri(uri: str) -> tuple[str, int | None]:
     the version loaded is the version recorded; a file or another URI has no version."""
     found = alias_of(uri)
     if found is not None:
-        from tsessm.registry import get_version
-
         name, alias = found
-        version = get_version(name, alias)
+        version = registry.get_version(name, alias)
         if version is None:
             raise LookupError(f"registered model {name!r} has no alias {alias!r}")
         return f"models:/{name}/{version}", version
@@ -176,19 +180,16 @@ def _rows_to_catch_up(history: History, series_id: Any, model_last: pd.Timestamp
 
 
 def _catch_up_single(old: Any, model: Any, history: History, touched: Iterable[Any]) -> tuple[Any, int]:
-    from tsessm.stream.adapters import _UNSET, SingleSeriesAdapter
-
     try:
         new = SingleSeriesAdapter(model)
     except Exception as exc:  # not fitted on timestamps, bidirectional, not fitted at all
         raise SwitchRefused(f"{type(exc).__name__}: {exc}") from None
     _check_fits(old, new, history)
-    sid = old._series_id
-    new._series_id = sid
-    series_id = None if sid is _UNSET else sid
+    new.served = old.served
+    series_id = old.series_id
     rows = _rows_to_catch_up(history, series_id, model.last_index_[0], old.model.last_index_[0], new.freq, "")
     frame = pd.DataFrame(np.array([values for _, values in rows], dtype=np.float64), columns=history.columns,
-                         index=pd.DatetimeIndex([t for t, _ in rows], name=new._index_name))
+                         index=pd.DatetimeIndex([t for t, _ in rows], name=new.index_name))
     try:
         model.update(frame[list(new.columns)])
     except ValueError as exc:
@@ -197,8 +198,6 @@ def _catch_up_single(old: Any, model: Any, history: History, touched: Iterable[A
 
 
 def _catch_up_panel(old: Any, panel: Any, history: History, touched: Iterable[Any]) -> tuple[Any, int]:
-    from tsessm.stream.adapters import PanelAdapter
-
     try:
         new = PanelAdapter(panel)
     except Exception as exc:
@@ -206,7 +205,7 @@ def _catch_up_panel(old: Any, panel: Any, history: History, touched: Iterable[An
     _check_fits(old, new, history)
     frames = []
     for sid in touched:
-        old_row, new_row = old._row(sid), new._row(sid)
+        old_row, new_row = old.row(sid), new.row(sid)
         if old_row is None:
             continue  # never applied (bad records only)
         if new_row is None:
@@ -232,9 +231,6 @@ def catch_up(old: Any, model: Any, history: History, touched: Iterable[Any]) -> 
     """An adapter for `model` brought to the position of the serving adapter `old` with the
     buffered observations, and how many rows it absorbed; raises SwitchRefused (and leaves
     `old` alone) when that cannot be done exactly."""
-    from tsessm.forecasters.panel import PanelForecaster
-    from tsessm.stream.adapters import PanelAdapter, SingleSeriesAdapter
-
     if isinstance(old, SingleSeriesAdapter) and not isinstance(model, PanelForecaster):
         return _catch_up_single(old, model, history, touched)
     if isinstance(old, PanelAdapter) and isinstance(model, PanelForecaster):
@@ -284,12 +280,9 @@ class Reloader:
 
     def check(self, adapter: Any, current: int | None, touched: Iterable[Any]) -> Switch | None:
         """A prepared switch when the alias names another version that can take over, else None."""
-        from tsessm.registry import get_version
-        from tsessm.stream.adapters import load_model
-
         keep = f"version {current} keeps serving"
         try:
-            version = get_version(self.name, self.alias)
+            version = registry.get_version(self.name, self.alias)
         except Exception as exc:
             self._warn(("registry",), f"reload: cannot resolve {self.uri}: {type(exc).__name__}: {exc}; {keep}")
             return None

@@ -9,111 +9,49 @@ With a registry alias as the model (`models:/NAME@champion`) and a reload interv
 also hands over to a newly promoted version between records, without losing its position
 (see `tsessm.stream.reload`): the new model absorbs the recent observations the runner kept,
 takes over, and a checkpoint is written at once; the manifest records the version serving.
+
+A record is read and checked by `records`, placed on the model's grid here (replays, gaps), then
+applied through the adapter; `counters` holds what is counted and returned, `signals` the clean stop.
 """
 from __future__ import annotations
 
-import math
 import os
-import re
-import signal
 import sys
-import threading
 import time as _time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any, Callable
 
 import pandas as pd
 
+from tsessm.mlflow_uri import is_model_uri
 from tsessm.stream.adapters import RecordError, StreamAdapter, class_path, load_adapter, load_model, make_adapter
 from tsessm.stream.checkpoint import CheckpointError, CheckpointStore
+from tsessm.stream.counters import Counters, SeriesState, StreamResult
 from tsessm.stream.grid import steps_between
+from tsessm.stream.records import BadRecord, convert
 from tsessm.stream.reload import (DEFAULT_HISTORY_ROWS, History, Reloader, alias_of, parse_duration,
                                   resolve_model_uri)
+from tsessm.stream.signals import install_signals
 from tsessm.stream.sinks import open_sink
 from tsessm.stream.sources import Record, open_source
 
+__all__ = ["run_stream", "StreamSetupError", "StreamResult", "Counters", "GAP_POLICIES", "BAD_RECORD_POLICIES"]
+
 GAP_POLICIES = ("error", "ffill")
 BAD_RECORD_POLICIES = ("error", "skip")
-_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(?:$|[T ]\d{2}:\d{2})")
 
 
 class StreamSetupError(ValueError):
     """The stream cannot start: bad arguments, a missing model, an unusable checkpoint."""
 
 
-@dataclass
-class Counters:
-    records: int = 0  # records read (not counting those skipped by the restart position)
-    applied: int = 0  # observations from the input absorbed by the model
-    filled: int = 0  # forward-filled steps absorbed (--gap ffill)
-    duplicates: int = 0  # replays skipped: time not after the last applied one of the series
-    bad: int = 0  # malformed records skipped (--on-bad-record skip)
-    emitted: int = 0  # output lines written
-
-
-@dataclass
-class _Series:
-    count: int = 0  # observations applied (input and filled), drives --emit-every
-    last_values: list[float] | None = None  # for --gap ffill
-
-
-@dataclass
-class StreamResult:
-    status: str  # "end", "stopped" (signal/stop event), "idle" (--idle-timeout), "bad_record", "output_closed"
-    message: str | None  # why a stream stopped early (one line, names the input line)
-    counters: Counters
-    line: int  # input position: the last line consumed
-    adapter: Any  # the adapter, holding the model in its final state
-    resumed: bool  # started from a checkpoint
-    lines: list[dict] | None = field(default=None, repr=False)  # the output, when no sink was given
-    model_version: int | None = None  # the registry version serving at the end (models:/ sources)
-    switches: list[dict] = field(default_factory=list)  # model hand-overs: from, to, time, line
-    counters_at_start: Counters = field(default_factory=Counters)  # restored from the checkpoint
-
-    @property
-    def run_counters(self) -> Counters:
-        """This run's own counts (`counters` are totals since the checkpoint folder began)."""
-        start = asdict(self.counters_at_start)
-        return Counters(**{k: v - start[k] for k, v in asdict(self.counters).items()})
-
-    @property
-    def exit_code(self) -> int:
-        return 1 if self.status in ("bad_record", "output_closed") else 0
-
-
-class _Bad(Exception):
-    pass
-
-
 class _Stop(Exception):
-    pass
-
-
-def _number(name: str, value: Any) -> float:
-    if value is None:
-        raise _Bad(f"field {name!r} is null")
-    if isinstance(value, bool):
-        raise _Bad(f"field {name!r} is not a number ({value!r})")
-    if isinstance(value, (int, float)):
-        try:
-            number = float(value)
-        except OverflowError:
-            raise _Bad(f"field {name!r} is out of the float range") from None
-    elif isinstance(value, str):
-        if not value.strip():
-            raise _Bad(f"field {name!r} is empty")
-        try:
-            number = float(value)
-        except ValueError:
-            raise _Bad(f"field {name!r} is not a number ({value!r})") from None
-    else:
-        raise _Bad(f"field {name!r} is not a number ({type(value).__name__})")
-    if not math.isfinite(number):
-        raise _Bad(f"field {name!r} is {value!r}, not a finite number")
-    return number
+    """The stream must stop before this record (a bad record under --on-bad-record error, a gap)."""
 
 
 class _Runner:
+    """One stream's loop and state: position, counters, per-series state, checkpoints, hand-overs."""
+
     def __init__(self, adapter: StreamAdapter, source: Any, sink: Any, store: CheckpointStore | None, *,
                  checkpoint_every: int, time_col: str, id_col: str | None, gap: str, on_bad_record: str,
                  emit_every: int, log: Callable[[str], None], record_delay: float,
@@ -125,7 +63,7 @@ class _Runner:
         self.log, self.record_delay = log, record_delay
         self.counters = Counters()
         self.counters_at_start = Counters()
-        self.series: dict[Any, _Series] = {}
+        self.series: dict[Any, SeriesState] = {}
         self.line = 0
         self.seq = 0
         self.since_checkpoint = 0
@@ -146,7 +84,7 @@ class _Runner:
                 raise StreamSetupError(f"damaged checkpoint: series {entry['id']!r} keeps {len(last)} last values, "
                                        f"the model has {width} columns")
         self.series = {
-            entry["id"]: _Series(int(entry["count"]), entry.get("last_values")) for entry in manifest["series"]
+            entry["id"]: SeriesState(int(entry["count"]), entry.get("last_values")) for entry in manifest["series"]
         }
         self.seq = int(manifest["seq"])
         self.model_source = manifest.get("model_source")
@@ -185,37 +123,6 @@ class _Runner:
         self.since_checkpoint = 0
 
     # ----- records --------------------------------------------------------------------------
-    def _time(self, value: Any) -> pd.Timestamp:
-        name = self.time_col
-        if not isinstance(value, str) or not _ISO_DATE.match(value.strip()):
-            raise _Bad(f"field {name!r} is not an ISO 8601 timestamp ({value!r})")
-        try:
-            ts = pd.Timestamp(value.strip())
-        except (ValueError, OverflowError) as exc:
-            raise _Bad(f"field {name!r} is not a valid timestamp ({value!r}: {exc})") from None
-        if ts is pd.NaT:
-            raise _Bad(f"field {name!r} is not a valid timestamp ({value!r})")
-        tz = self.adapter.tz
-        if (ts.tz is None) != (tz is None):
-            has = "has no time zone" if ts.tz is None else "has a time zone"
-            want = f"in {tz}" if tz is not None else "without a time zone"
-            raise _Bad(f"field {name!r} {has} ({value!r}); the model's timestamps are {want}")
-        return ts.tz_convert(tz) if tz is not None else ts
-
-    def _convert(self, fields: dict) -> tuple[Any, pd.Timestamp, dict[str, float]]:
-        wanted = ([self.id_col] if self.id_col else []) + [self.time_col] + list(self.adapter.columns)
-        missing = [name for name in wanted if name not in fields]
-        if missing:
-            raise _Bad("missing field" + ("s " if len(missing) > 1 else " ") + ", ".join(map(repr, missing)))
-        sid = None
-        if self.id_col:
-            sid = fields[self.id_col]
-            if isinstance(sid, bool) or not isinstance(sid, (str, int)) or sid == "":
-                raise _Bad(f"field {self.id_col!r} must be a non-empty string or an integer, got {sid!r}")
-        ts = self._time(fields[self.time_col])
-        values = {c: _number(c, fields[c]) for c in self.adapter.columns}
-        return sid, ts, values
-
     def _bad(self, line: int, message: str) -> None:
         message = f"line {line}: {message}".replace("\n", " ")
         if self.on_bad_record == "error":
@@ -229,7 +136,7 @@ class _Runner:
             self.history.add(sid, ts, values)
         series = self.series.get(sid)
         if series is None:
-            series = self.series[sid] = _Series()
+            series = self.series[sid] = SeriesState()
         series.count += 1
         series.last_values = [values[c] for c in self.adapter.columns]
         if filled:
@@ -271,8 +178,9 @@ class _Runner:
         if record.error is not None:
             return self._bad(record.line, record.error)
         try:
-            sid, ts, values = self._convert(record.fields)
-        except _Bad as exc:
+            sid, ts, values = convert(record.fields, time_col=self.time_col, id_col=self.id_col,
+                                      columns=self.adapter.columns, tz=self.adapter.tz)
+        except BadRecord as exc:
             return self._bad(record.line, str(exc))
         try:
             last = self.adapter.last_time(sid)
@@ -469,7 +377,7 @@ def run_stream(
             store.unlock()
             raise
     src.stopper.event = stop_event
-    restore_signals = _install_signals(src.stopper) if handle_signals else None
+    restore_signals = install_signals(src.stopper) if handle_signals else None
     status, message = "end", None
     try:
         status, message = runner.run()
@@ -508,8 +416,6 @@ def _open_adapter(model: Any, manifest: dict | None,
     source, version = None, None
     if isinstance(model, (str, os.PathLike)):
         source = os.fspath(model)
-        from tsessm.tracking import is_model_uri
-
         if not (os.path.isfile(source) or is_model_uri(source)):
             raise StreamSetupError(f"no such model file: {source}")
         try:
@@ -524,16 +430,4 @@ def _open_adapter(model: Any, manifest: dict | None,
         raise StreamSetupError(str(exc)) from None
     except Exception as exc:  # e.g. sklearn's NotFittedError
         raise StreamSetupError(f"{type(exc).__name__}: {exc}") from None
-
-
-def _install_signals(stopper: Any) -> Callable[[], None] | None:
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    previous = {sig: signal.signal(sig, stopper.request) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def restore() -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    return restore
 
