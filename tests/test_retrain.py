@@ -16,6 +16,7 @@ from filelock import FileLock
 from mlflow import MlflowClient
 
 from tsessm import registry, retrain
+from tsessm.retrain import pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = "retrain-test"
@@ -377,7 +378,7 @@ def test_no_promotion_when_the_champion_moved_during_the_run(guarded, capsys, mo
         return 7 if alias == "champion" and calls.count("champion") > 1 else version
 
     monkeypatch.setattr(registry, "get_version", moving)
-    monkeypatch.setattr(retrain, "_decide", lambda *args: (True, "the gate says yes"))
+    monkeypatch.setattr(pipeline, "decide", lambda *args, **kwargs: (True, "the gate says yes"))
     code, line = _run(config, capsys, "--force")
     assert code == 1 and "failed: promote: @champion moved from v1 to v7 during this retrain" in line
     monkeypatch.setattr(registry, "get_version", real)
