@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -76,7 +77,7 @@ def _day_number(text: str, field: str) -> int:
 
 def parse_cron(expr: str, timezone: Any = None) -> Any:
     """An APScheduler CronTrigger from a crontab expression (5 fields, a macro, or 6 with seconds first)."""
-    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.cron import CronTrigger  # apscheduler loads only when a schedule is read
 
     text = MACROS.get(expr.strip().lower(), expr)
     fields = text.split()
@@ -205,7 +206,7 @@ class RetrainScheduler:
 
     def _on_event(self, event: Any) -> None:
         """APScheduler's own warnings, in one short line each."""
-        from apscheduler.events import EVENT_JOB_MAX_INSTANCES
+        from apscheduler.events import EVENT_JOB_MAX_INSTANCES  # apscheduler loads only when scheduling
 
         times = getattr(event, "scheduled_run_times", None) or [getattr(event, "scheduled_run_time", None)]
         due = times[-1].isoformat(timespec="seconds") if times[-1] is not None else "?"
@@ -219,8 +220,7 @@ class RetrainScheduler:
 
     def run(self) -> int:
         """Schedule and block until stopped; returns the exit status."""
-        from datetime import datetime
-
+        # apscheduler loads only when scheduling: `tsessm --help` builds this command's parser without it
         from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
         from apscheduler.schedulers.blocking import BlockingScheduler
 
@@ -291,14 +291,15 @@ def run_schedule_command(args: argparse.Namespace) -> int:
                             stream=sys.stderr)
     log.setLevel(logging.INFO)
     logging.getLogger("apscheduler").setLevel(logging.ERROR)  # our own lines say what ran, skipped or missed
-    from tsessm.retrain import ConfigError, load_config
+    # the config check imports the forecasters (torch): `tsessm --help` builds this parser without them
+    from tsessm.retrain.config import load_config
 
     try:
         if args.max_runs is not None and args.max_runs < 1:
             raise ValueError("--max-runs must be >= 1")
         trigger = parse_cron(args.cron, timezone=args.timezone)
         load_config(args.config)  # fail now, not at 03:00; every run reads it again
-    except (ValueError, ConfigError) as exc:
+    except ValueError as exc:  # a ConfigError is a ValueError
         print(f"tsessm schedule: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # e.g. an unknown time zone
