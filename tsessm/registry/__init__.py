@@ -42,7 +42,7 @@ from importlib import import_module
 from typing import Any
 
 from tsessm.mlflow_uri import is_model_uri
-from tsessm.registry.client import (DEFAULT_ALIAS, _client, client, get_version, promote, register_model,
+from tsessm.registry.client import (DEFAULT_ALIAS, client, get_version, promote, register_model,
                                     registry_uri, set_alias)
 from tsessm.registry.frames import default_input_example, forecast_frame
 from tsessm.registry.loading import ARTIFACT_KEY, MODEL_FILE, load_forecaster

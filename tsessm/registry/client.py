@@ -22,9 +22,6 @@ def client() -> Any:
     return MlflowClient(tracking_uri=tracking_uri(), registry_uri=registry_uri())
 
 
-_client = client  # the old private name, kept until tsessm.retrain calls `client`
-
-
 def register_model(model_uri: str, name: str) -> int:
     """Register an already logged model (`ModelInfo.model_uri`, `runs:/<id>/model`) under `name`
     in the active MLflow registry (the one `tracking.start_run` set); returns the version."""
