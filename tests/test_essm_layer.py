@@ -6,6 +6,7 @@ import torch
 from tsessm import StreamingNotSupported
 from tsessm.nn import ESSMLayer
 from tsessm.nn.essm_layer import lambda_powers
+from views import assert_views_agree, relative_error
 
 
 def numpy_recurrence(layer: ESSMLayer, u: np.ndarray) -> np.ndarray:
@@ -48,31 +49,11 @@ def test_discrete_system_shapes_and_dtypes():
     assert D.shape == (3, 4) and not D.is_complex()
 
 
-def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
-
-
 @pytest.mark.parametrize("discretization", ["zoh", "bilinear"])
 def test_forward_step_prefill_agree_float32(discretization):
     torch.manual_seed(0)
     layer = ESSMLayer(16, d_state=16, n_heads=2, discretization=discretization)
-    u = torch.randn(3, 200, 16)
-    with torch.no_grad():
-        y = layer(u)
-        state = layer.initial_state(3)
-        stepped = []
-        for t in range(u.shape[1]):
-            y_t, state = layer.step(u[:, t], state)
-            stepped.append(y_t)
-        stepped = torch.stack(stepped, 1)
-        y_pre, state_pre = layer.prefill(u)
-        y_a, mid = layer.prefill(u[:, :77])
-        y_b, end = layer.prefill(u[:, 77:], mid)
-    assert _relative_error(stepped, y) <= 1e-5
-    assert _relative_error(y_pre, y) <= 1e-5
-    assert _relative_error(torch.cat([y_a, y_b], 1), y) <= 1e-5
-    assert _relative_error(state_pre, state) <= 1e-5
-    assert _relative_error(end, state) <= 1e-5
+    assert_views_agree(layer, torch.randn(3, 200, 16), split=77)
 
 
 def test_prefill_from_state_equals_stepping_from_that_state():
@@ -205,7 +186,7 @@ def test_long_recurrence_stays_finite_and_matches_float64():
             stepped.append(y)
     stepped = torch.stack(stepped, 1).double()
     assert torch.isfinite(stepped).all()
-    assert _relative_error(stepped, reference) <= 1e-4
+    assert relative_error(stepped, reference) <= 1e-4
 
 
 @pytest.mark.parametrize("length", [0, 1, 2, 5, 96, 1000])

@@ -3,11 +3,8 @@ import pytest
 import torch
 
 from tsessm import StreamingNotSupported
-from tsessm.nn import ESSMNet
-
-
-def _relative_error(a, b):
-    return ((a - b).abs().max() / b.abs().max()).item()
+from tsessm.nn import ESSMConfig, ESSMNet
+from views import assert_views_agree
 
 
 @pytest.mark.parametrize("mixer", ["auto", "none", "linear", "glu"])
@@ -16,24 +13,8 @@ def test_forward_step_prefill_agree(mixer, discretization):
     torch.manual_seed(0)
     net = ESSMNet(3, 2, horizon=5, d_model=16, n_layers=3, d_state=8, n_heads=2,
                   discretization=discretization, dropout=0.3, mixer=mixer).eval()
-    x = torch.randn(2, 90, 3)
-    with torch.no_grad():
-        y = net(x)
-        state, stepped = net.initial_state(2), []
-        for t in range(x.shape[1]):
-            y_t, state = net.step(x[:, t], state)
-            stepped.append(y_t)
-        stepped = torch.stack(stepped, 1)
-        y_pre, state_pre = net.prefill(x)
-        y_a, mid = net.prefill(x[:, :41])
-        y_b, end = net.prefill(x[:, 41:], mid)
+    y = assert_views_agree(net, torch.randn(2, 90, 3), split=41)
     assert y.shape == (2, 90, 5, 2)
-    assert _relative_error(stepped, y) <= 1e-5
-    assert _relative_error(y_pre, y) <= 1e-5
-    assert _relative_error(torch.cat([y_a, y_b], 1), y) <= 1e-5
-    for s_step, s_pre, s_end in zip(state, state_pre, end):
-        assert _relative_error(s_pre, s_step) <= 1e-5
-        assert _relative_error(s_end, s_step) <= 1e-5
 
 
 def test_causal_net_ignores_the_future_bidirectional_does_not():
@@ -81,3 +62,22 @@ def test_bad_arguments_are_named():
         ESSMNet(1, 1, 0)
     with pytest.raises(ValueError, match="mixer"):
         ESSMNet(1, 1, 4, mixer="attention")
+
+
+def test_one_config_object_builds_the_net_and_is_checked_once():
+    config = ESSMConfig(d_model=16, n_layers=3, d_state=8, n_heads=2, mixer="glu", dt_min=0.01)
+    torch.manual_seed(0)
+    by_config = ESSMNet(3, 2, 5, config)
+    torch.manual_seed(0)
+    by_keywords = ESSMNet(3, 2, 5, d_model=16, n_layers=3, d_state=8, n_heads=2, mixer="glu", dt_min=0.01)
+    assert by_config.config == by_keywords.config == config
+    for (name, a), (_, b) in zip(by_config.state_dict().items(), by_keywords.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert len(by_config.blocks) == 3 and all(b.ssm.n_heads == 2 for b in by_config.blocks)
+    assert ESSMNet(3, 2, 5, config, n_layers=1).config == ESSMConfig(**{**config.as_dict(), "n_layers": 1})
+    with pytest.raises(ValueError, match="n_heads=3 must divide d_model=16"):
+        ESSMConfig(d_model=16, n_heads=3)
+    with pytest.raises(ValueError, match="mixer must be one of"):
+        ESSMNet(1, 1, 1, mixer="attention")
+    with pytest.raises(TypeError):
+        ESSMNet(1, 1, 1, width=8)  # not a field of ESSMConfig

@@ -16,6 +16,7 @@ from tsessm.bench.timing import interleaved_times, medians, spread, synchronizer
 from tsessm.forecasters.essm import ESSMForecaster
 from tsessm.forecasters.lstm import LSTMForecaster
 from tsessm.forecasters.neural import NeuralForecaster, resolve_device
+from tsessm.nn import ESSMConfig
 from tsessm.data import standard_stats
 from tsessm.jobs import open_data
 from tsessm.nn.essm_net import ESSMBlock
@@ -80,7 +81,7 @@ def core_fwd_bwd_times(width: dict[str, int], length: int, *, batch_size: int = 
     d = width["d_model"]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        essm = nn.Sequential(*[ESSMBlock(d, 0.0, d_state=width["d_state"], n_heads=width["n_heads"])
+        essm = nn.Sequential(*[ESSMBlock(ESSMConfig(d_model=d, d_state=width["d_state"], n_heads=width["n_heads"]))
                                for _ in range(width["n_layers"])]).to(dev)
         lstm = nn.LSTM(d, d, width["n_layers"], batch_first=True).to(dev)
         x = torch.randn(batch_size, length, d, device=dev)

@@ -1,10 +1,12 @@
 """ESSMForecaster: eSSM trained in convolution mode, forecasting online in recurrent mode."""
 from __future__ import annotations
 
+from dataclasses import fields
+
 from torch import nn
 
 from tsessm.forecasters.neural import SHARED_ARGS_DOC, NeuralForecaster
-from tsessm.nn import ESSMNet
+from tsessm.nn import ESSMConfig, ESSMNet
 
 # The eigenvalues and steps learn at a gentler rate and without weight decay (as in S4).
 _SSM_DYNAMICS = ("lambda_re_raw", "lambda_im", "log_dt")
@@ -86,13 +88,12 @@ class ESSMForecaster(NeuralForecaster):
         """A bidirectional eSSM reads the future of every position: it has no recurrent form."""
         return not self.bidirectional
 
+    def net_config(self) -> ESSMConfig:
+        """The net's architecture from this forecaster's parameters (checked by ESSMConfig)."""
+        return ESSMConfig(**{f.name: getattr(self, f.name) for f in fields(ESSMConfig)})
+
     def _build_net(self, n_in: int, n_out: int) -> nn.Module:
-        return ESSMNet(
-            n_in, n_out, self.horizon, d_model=self.d_model, n_layers=self.n_layers,
-            d_state=self.d_state, n_heads=self.n_heads, bidirectional=self.bidirectional,
-            discretization=self.discretization, dropout=self.dropout, init=self.init, mixer=self.mixer,
-            dt_min=self.dt_min, dt_max=self.dt_max,
-        )
+        return ESSMNet(n_in, n_out, self.horizon, self.net_config())
 
     def _param_groups(self, net: nn.Module) -> list[dict]:
         dynamics = [p for n, p in net.named_parameters() if n.rsplit(".", 1)[-1] in _SSM_DYNAMICS]

@@ -210,7 +210,6 @@ class PanelForecaster(SavedModel):
         if len(wrong):
             r = wrong[0]
             raise ValueError(f"series {ids[r]!r}: observation at {times[r]}, expected {expected[r]}")
-        model = self.model_
         with torch.no_grad():
             x_t = scaled_rows(values, self.mean_[rows], self.std_[rows])
             out, state = self._engine_round(rows, x_t)

@@ -20,11 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tsessm.checks import positive_int
 from tsessm.errors import StreamingNotSupported
+from tsessm.nn.config import ESSMConfig
 from tsessm.nn.init import INITS
-
-DISCRETIZATIONS = ("zoh", "bilinear")
 
 
 class StepOperator(NamedTuple):
@@ -123,18 +121,9 @@ class ESSMLayer(nn.Module):
         dt_max: float = 1e-1,
     ) -> None:
         super().__init__()
-        d_model, d_state, n_heads = (positive_int(k, v) for k, v in
-                                     (("d_model", d_model), ("d_state", d_state), ("n_heads", n_heads)))
-        if d_model % n_heads or d_state % n_heads:
-            raise ValueError(
-                f"n_heads={n_heads} must divide d_model={d_model} and d_state={d_state}"
-            )
-        if discretization not in DISCRETIZATIONS:
-            raise ValueError(f"discretization must be one of {DISCRETIZATIONS}, got {discretization!r}")
-        if init not in INITS:
-            raise ValueError(f"init must be one of {sorted(INITS)}, got {init!r}")
-        if not 0 < dt_min <= dt_max:
-            raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
+        config = ESSMConfig(d_model=d_model, d_state=d_state, n_heads=n_heads, bidirectional=bidirectional,
+                            discretization=discretization, init=init, dt_min=dt_min, dt_max=dt_max)  # checks
+        d_model, d_state, n_heads = config.d_model, config.d_state, config.n_heads
         self.d_model, self.d_state, self.n_heads = d_model, d_state, n_heads
         self.bidirectional, self.discretization = bidirectional, discretization
         S, h, n = n_heads, d_model // n_heads, d_state // n_heads
@@ -152,6 +141,12 @@ class ESSMLayer(nn.Module):
         self.D = nn.Parameter(torch.randn(S, h))
         if bidirectional:  # the future is read out through its own C, same Lambda and B
             self.C_back = nn.Parameter(torch.randn(S, h, n) / math.sqrt(n))
+
+    @classmethod
+    def from_config(cls, config: ESSMConfig) -> "ESSMLayer":
+        """The layer of one block of a net built from `config`."""
+        return cls(config.d_model, config.d_state, config.n_heads, config.bidirectional, config.discretization,
+                   config.init, config.dt_min, config.dt_max)
 
     # ----- the discretised system -------------------------------------------------------
     def continuous_lambda(self) -> Tensor:

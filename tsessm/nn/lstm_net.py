@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from tsessm.checks import positive_int
+from tsessm.nn.head import HorizonHead
 
-class LSTMNet(nn.Module):
+
+class LSTMNet(HorizonHead, nn.Module):
     """`net(x) -> yhat`: x (batch, L, n_in) -> yhat (batch, L, horizon, n_out).
 
     yhat[:, t, k] is the forecast made at position t for position t + k + 1.
@@ -29,23 +32,14 @@ class LSTMNet(nn.Module):
     ) -> None:
         super().__init__()
         sizes = {"n_in": n_in, "n_out": n_out, "horizon": horizon, "d_model": d_model, "n_layers": n_layers}
-        for name, value in sizes.items():
-            if isinstance(value, bool) or not hasattr(value, "__index__") or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        n_in, n_out, horizon, d_model, n_layers = (int(v) for v in sizes.values())
+        n_in, n_out, horizon, d_model, n_layers = (positive_int(k, v) for k, v in sizes.items())
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        self.n_in, self.n_out, self.horizon = n_in, n_out, horizon
-        self.d_model, self.n_layers = d_model, n_layers
+        self.n_in, self.d_model, self.n_layers = n_in, d_model, n_layers
         self.encoder = nn.Linear(n_in, d_model)
         # nn.LSTM applies dropout to the outputs of every layer but the last (none for one layer).
         self.lstm = nn.LSTM(d_model, d_model, n_layers, batch_first=True, dropout=dropout if n_layers > 1 else 0.0)
-        self.norm = nn.LayerNorm(d_model)
-        self.head = nn.Linear(d_model, horizon * n_out)
-
-    def _head(self, z: Tensor) -> Tensor:
-        """z (..., d_model) -> (..., horizon, n_out)."""
-        return self.head(self.norm(z)).unflatten(-1, (self.horizon, self.n_out))
+        self._build_head(d_model, horizon, n_out)
 
     def forward(self, x: Tensor) -> Tensor:
         """x (batch, L, n_in) -> yhat (batch, L, horizon, n_out), from the zero state."""
