@@ -12,6 +12,8 @@ W[h-1] = Z T^{h-1} and g[h-1] = d + Z (I + T + ... + T^{h-2}) c.
 """
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import warnings
 from dataclasses import dataclass, replace
 
@@ -209,6 +211,9 @@ class ARIMAForecaster(BaseForecaster):
         max_order=(3, 1, 3),
         refit_every: int | None = None,
         missing: str = "error",
+        freq: str | None = None,
+        future_covariates: Sequence[str] | None = None,
+        calendar: Any = None,
         verbose: int = 1,
         random_state: int | None = None,
     ) -> None:
@@ -220,6 +225,9 @@ class ARIMAForecaster(BaseForecaster):
         self.max_order = max_order
         self.refit_every = refit_every
         self.missing = missing
+        self.freq = freq
+        self.future_covariates = future_covariates
+        self.calendar = calendar
         self.verbose = verbose
         self.random_state = random_state
 

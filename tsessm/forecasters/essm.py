@@ -1,6 +1,8 @@
 """ESSMForecaster: eSSM trained in convolution mode, forecasting online in recurrent mode."""
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 from dataclasses import fields
 
 from torch import nn
@@ -50,6 +52,9 @@ class ESSMForecaster(NeuralForecaster):
         relative: bool = True,
         difference: bool = True,
         missing: str = "error",
+        freq: str | None = None,
+        future_covariates: Sequence[str] | None = None,
+        calendar: Any = None,
         device: str = "auto",
         callbacks: list | None = None,
         verbose: int = 1,
@@ -78,6 +83,9 @@ class ESSMForecaster(NeuralForecaster):
         self.relative = relative
         self.difference = difference
         self.missing = missing
+        self.freq = freq
+        self.future_covariates = future_covariates
+        self.calendar = calendar
         self.device = device
         self.callbacks = callbacks
         self.verbose = verbose

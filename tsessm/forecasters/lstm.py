@@ -1,6 +1,8 @@
 """LSTMForecaster: the recurrent baseline, trained and streamed by the shared NeuralForecaster."""
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 from torch import nn
 
 from tsessm.forecasters.neural import SHARED_ARGS_DOC, NeuralForecaster
@@ -35,6 +37,9 @@ class LSTMForecaster(NeuralForecaster):
         relative: bool = True,
         difference: bool = True,
         missing: str = "error",
+        freq: str | None = None,
+        future_covariates: Sequence[str] | None = None,
+        calendar: Any = None,
         device: str = "auto",
         callbacks: list | None = None,
         verbose: int = 1,
@@ -55,6 +60,9 @@ class LSTMForecaster(NeuralForecaster):
         self.relative = relative
         self.difference = difference
         self.missing = missing
+        self.freq = freq
+        self.future_covariates = future_covariates
+        self.calendar = calendar
         self.device = device
         self.callbacks = callbacks
         self.verbose = verbose

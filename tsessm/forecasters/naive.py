@@ -1,6 +1,8 @@
 """NaiveForecaster: last value or seasonal naive, the floor every real model must beat."""
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import numpy as np
 
 from tsessm.checks import positive_int
@@ -14,11 +16,15 @@ class NaiveForecaster(BaseForecaster):
     """
 
     def __init__(self, horizon: int = 24, target=None, season_length: int = 1, missing: str = "error",
+                 freq: str | None = None, future_covariates: Sequence[str] | None = None, calendar: Any = None,
                  random_state: int | None = None) -> None:
         self.horizon = horizon
         self.target = target
         self.season_length = season_length
         self.missing = missing
+        self.freq = freq
+        self.future_covariates = future_covariates
+        self.calendar = calendar
         self.random_state = random_state  # unused: the forecast is deterministic
 
     def _check_params(self) -> None:
