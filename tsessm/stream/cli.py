@@ -1,194 +1,37 @@
-"""`tsessm stream`: the command line of the online runner (argument parsing stays import-light)."""
+"""`python -m tsessm.stream ...`, the same as `tsessm stream ...`, and the names this module had.
+
+The command itself lives in `tsessm.commands.stream`; these wrappers import it when called, so
+importing `tsessm.stream` loads no command-line code. Kept until the callers use
+`tsessm.commands.stream` (or `tsessm.cli.main(["stream", ...])`) directly.
+"""
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from typing import Any, Sequence
-
-DESCRIPTION = """\
-Run a trained model online: read observations (CSV with a header, or JSON lines) from a file
-or stdin, update the model's state with each one and write its forecast as a JSON line:
-  {"id": <id or null>, "time": "<time of the observation>", "forecast": {"<target>": [v_1, ..., v_H]}}
-Checkpoints (model state + input position + counters) go to --checkpoint; rerunning the same
-command resumes from there. Delivery is at-least-once: after a crash some lines may repeat,
-identical, so deduplicate by (id, time)."""
-
-EPILOG = """\
-example: pipe the new rows of a CSV through a trained model
-  tsessm train history.csv --time-col time --target load --horizon 24 --out model.tsm --no-track
-  cat new_rows.csv | tsessm stream --model model.tsm --input - --checkpoint ckpt/ > forecasts.jsonl
-
-  new_rows.csv (the model's columns by name, then one row per step after history.csv):
-    time,load,temp
-    2024-01-13T12:00:00,1.27,0.31
-    2024-01-13T13:00:00,1.30,0.35
-  forecasts.jsonl, one line per row:
-    {"id": null, "time": "2024-01-13T12:00:00", "forecast": {"load": [1.29, 1.31, ...]}}
-
-more:
-  tsessm stream --model model.tsm --input new_rows.csv --output forecasts.jsonl --checkpoint ckpt/
-      # a file input resumes at the line after the last checkpoint when rerun
-  tsessm stream --model model.tsm --input live.csv --follow --checkpoint ckpt/ --gap ffill
-      # follow a growing file until SIGINT/SIGTERM (a clean stop writes a checkpoint)
-  producer | tsessm stream --model model.tsm --input - --id-col sensor --checkpoint ckpt/ --on-bad-record skip
-      # JSON lines such as {"sensor": "a", "time": "2024-01-13T12:00:00", "load": 1.27, "temp": 0.31}
-  tsessm stream --model models:/load-essm@champion --reload-every 5m --input live.csv --follow --checkpoint ckpt/
-      # hand over to a newly promoted champion without losing the stream position: every 5 minutes
-      # the alias is resolved; a new version absorbs the last --history-rows observations after the
-      # end of its data, then replaces the serving model (one stderr line, a checkpoint at once).
-      # A version it cannot bring exactly to the stream position is refused with a warning.
-
-exit status: 0 at the end of the input (or a clean stop), 1 when a bad record or a gap stops the
-stream (the message names the input line), 2 for bad arguments, a missing model or an
-unusable checkpoint."""
-
-# Test-only: seconds to sleep before each record, so a test can kill the runner mid-stream.
-TEST_DELAY_ENV = "TSESSM_STREAM_TEST_DELAY"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _duration(text: str) -> float:
-    from tsessm.stream.reload import parse_duration
-
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the `stream` options to a parser."""
-    p.add_argument("--model", required=True, metavar="PATH",
-                   help="a model file written by `tsessm train` / save(), or models:/NAME@alias (not read when resuming from --checkpoint)")
-    p.add_argument("--input", required=True, metavar="PATH|-",
-                   help="CSV with a header or JSON lines; - reads stdin")
-    p.add_argument("--output", default="-", metavar="PATH|-",
-                   help="where the JSON lines go: - for stdout (default), or a file (appended to)")
-    p.add_argument("--checkpoint", required=True, metavar="DIR",
-                   help="checkpoint directory; an existing checkpoint there is resumed")
-    p.add_argument("--checkpoint-every", type=_positive_int, default=100, metavar="N",
-                   help="checkpoint after every N observations applied (default 100), and at the end")
-    p.add_argument("--time-col", default="time", metavar="NAME", help="the time field, ISO 8601 (default: time)")
-    p.add_argument("--id-col", metavar="NAME", help="the series id field (default: no id; output id is null)")
-    p.add_argument("--gap", choices=["error", "ffill"], default="error",
-                   help="a time more than one step after the last: stop (error, default) or apply the last "
-                        "values for the missing steps first (ffill; their lines carry \"filled\": true)")
-    p.add_argument("--max-fill", type=_positive_int, metavar="N",
-                   help="with --gap ffill: the most missing steps one gap may fill (default: the model's horizon); "
-                        "a longer gap is a bad record, so a mistyped timestamp cannot fill a year")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="also read model files that are pickles (tsessm 0.2 and older). A pickle runs the code "
-                        "it holds while it loads: use this only for files from a source you trust, then save "
-                        "them again as code-free model files")
-    p.add_argument("--on-bad-record", choices=["error", "skip"], default="error",
-                   help="a malformed record: stop with exit 1 (error, default) or report it and go on (skip)")
-    p.add_argument("--emit-every", type=_positive_int, default=1, metavar="N",
-                   help="write the forecast after every N-th observation of a series (default 1)")
-    p.add_argument("--follow", action="store_true",
-                   help="at the end of an --input file, wait for more lines until SIGINT/SIGTERM")
-    p.add_argument("--idle-timeout", type=_positive_float, metavar="SECONDS",
-                   help="with --follow: stop cleanly after this long without a new line")
-    p.add_argument("--format", choices=["auto", "csv", "jsonl"], default="auto",
-                   help="input format (default auto: by file extension, else a first line starting with { is JSON lines)")
-    p.add_argument("--reload-every", type=_duration, metavar="DURATION",
-                   help="with --model models:/NAME@alias: every DURATION (30s, 5m, 1h; checked between records) "
-                        "look up the alias and hand over to a newly promoted version at the current position")
-    p.add_argument("--history-rows", type=_positive_int, default=1000, metavar="N",
-                   help="with --reload-every: observations kept per series to bring a new version up to the "
-                        "stream position (default 1000); a version whose data ends further back is refused")
-    return p
 
 
 def add_stream_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register `stream` on the `tsessm` sub-command parsers; dispatch with run_stream_command(args)."""
-    p = subparsers.add_parser(
-        "stream", help="run a trained model online over a stream of observations, with checkpoints",
-        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    return configure_parser(p)
+    """Register `stream` on sub-command parsers; dispatch with run_stream_command(args)."""
+    from tsessm.commands import stream
 
-
-def build_parser(prog: str = "python -m tsessm.stream") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    return configure_parser(p)
-
-
-def _error(message: str) -> None:
-    print(f"tsessm stream: error: {message}".replace("\n", " "), file=sys.stderr, flush=True)
+    return stream.add_parser(subparsers)
 
 
 def run_stream_command(args: argparse.Namespace) -> int:
-    """Run `tsessm stream` from parsed arguments; returns the exit status (0, 1 or 2)."""
-    if args.idle_timeout is not None and not args.follow:
-        _error("--idle-timeout needs --follow")
-        return 2
-    try:
-        delay = float(os.environ.get(TEST_DELAY_ENV) or 0)
-    except ValueError:
-        delay = 0.0
-    from tsessm.stream.runner import StreamSetupError, run_stream
-    from tsessm.stream.sources import open_source
+    """Run `tsessm stream` from parsed arguments under the CLI's error policy; the exit status."""
+    from tsessm.commands import stream
+    from tsessm.commands.errors import run_command
 
-    try:
-        try:
-            source = open_source(args.input, fmt=args.format, follow=args.follow, idle_timeout=args.idle_timeout)
-        except (OSError, ValueError) as exc:
-            raise StreamSetupError(str(exc)) from None
-        result = run_stream(
-            args.model, source, args.output, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
-            time_col=args.time_col, id_col=args.id_col, gap=args.gap, on_bad_record=args.on_bad_record,
-            emit_every=args.emit_every, handle_signals=True, record_delay=delay,
-            reload_every=getattr(args, "reload_every", None), history_rows=getattr(args, "history_rows", 1000),
-            max_fill=args.max_fill, trust_pickle=args.trust_pickle,
-        )
-    except StreamSetupError as exc:
-        _error(str(exc))
-        return 2
-    except Exception as exc:
-        if getattr(args, "debug", False):
-            raise
-        _error(f"{type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
-        return 1
-    if result.status == "output_closed" and args.output == "-":
-        # Keep Python's exit-time flush of a closed stdout quiet.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    if result.exit_code:
-        _error(result.message or result.status)
-        return result.exit_code
-    c, total = result.run_counters, result.counters
-    how = {"end": "end of input", "stopped": "stopped", "idle": "idle timeout"}.get(result.status, result.status)
-    totals = (f" (since the checkpoint began: {total.applied} applied, {total.emitted} lines written)"
-              if result.resumed else "")
-    print(f"tsessm stream: {how}{' (resumed)' if result.resumed else ''}: this run {c.applied} applied, {c.filled} "
-          f"filled, {c.duplicates} replays skipped, {c.bad} bad records, {c.emitted} lines written{totals}; "
-          f"checkpoint at input line {result.line} in {args.checkpoint}"
-          + (f"; model version {result.model_version}" if result.model_version is not None else "")
-          + (f" ({len(result.switches)} hand-over{'s' if len(result.switches) != 1 else ''})"
-             if result.switches else ""), file=sys.stderr, flush=True)
-    return 0
+    return run_command(stream.run, args, stream.PROG)
+
+
+def build_parser(prog: str = "python -m tsessm.stream") -> argparse.ArgumentParser:
+    from tsessm.commands import stream
+
+    p = argparse.ArgumentParser(prog=prog, description=stream.DESCRIPTION, epilog=stream.EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    return stream.configure_parser(p)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
