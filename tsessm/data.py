@@ -109,39 +109,200 @@ def _check_columns(frame: pd.DataFrame, name: str) -> None:
             raise TypeError(f"{name}: column {col!r} is not numeric (dtype {dtype})")
 
 
+FREQ_EXAMPLES = "'h', '15min', 'D', 'B', 'W-SUN', 'MS', 'ME', 'QS-OCT'"
+
+
+def as_offset(freq: Any, name: str = "freq") -> Any:
+    """`freq` as a pandas offset: an alias ('MS', 'QS-OCT', 'B', 'h', '15min', ...), an offset, or a
+    Timedelta (model files of tsessm 0.3 and older hold one). An int (integer steps) is returned as
+    it is. ValueError naming `name` when pandas does not know it."""
+    if freq is None or isinstance(freq, pd.offsets.BaseOffset):
+        return freq
+    if isinstance(freq, (int, np.integer)) and not isinstance(freq, (bool, np.bool_)):
+        return int(freq)
+    try:
+        offset = pd.tseries.frequencies.to_offset(freq)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}={freq!r} is not a pandas frequency (an offset alias such as {FREQ_EXAMPLES}): "
+                         f"{exc}") from None
+    if offset is None or offset.n <= 0:
+        raise ValueError(f"{name}={freq!r} is not a positive step (an offset alias such as {FREQ_EXAMPLES})")
+    return offset
+
+
+def freq_name(freq: Any) -> str:
+    """How messages and files name a frequency: the offset alias ('MS', 'h', '15min')."""
+    return freq.freqstr if isinstance(freq, pd.offsets.BaseOffset) else str(freq)
+
+
+def same_freq(a: Any, b: Any) -> bool:
+    """Whether two frequencies step on the same grid: equal offsets, equal fixed durations, or
+    quarters anchored in months a multiple of 3 apart ('QS-JAN' and 'QS-OCT' are one grid)."""
+    a, b = as_offset(a), as_offset(b)
+    if a == b:
+        return True
+    if isinstance(a, pd.offsets.BaseOffset) and isinstance(b, pd.offsets.BaseOffset):
+        na, nb = fixed_nanos(a), fixed_nanos(b)
+        if na is not None or nb is not None:
+            return na == nb
+        quarters = (pd.offsets.QuarterBegin, pd.offsets.QuarterEnd, pd.offsets.BQuarterBegin, pd.offsets.BQuarterEnd)
+        if type(a) is type(b) and isinstance(a, quarters) and a.n == b.n == 1:
+            return (a.startingMonth - b.startingMonth) % 3 == 0
+    return False
+
+
+def fixed_nanos(freq: Any, tz: Any = None) -> int | None:
+    """The step in nanoseconds when `freq` is a fixed duration (hours, minutes, and days of a
+    zone-free index); None for calendar steps (months, quarters, business days, weeks, days
+    across a daylight-saving change)."""
+    offset = as_offset(freq)
+    if isinstance(offset, pd.offsets.Tick):
+        return int(offset.nanos)
+    if isinstance(offset, pd.offsets.Day) and tz is None:
+        return int(offset.n) * 86_400_000_000_000
+    return None
+
+
+def _pandas_infer(index: pd.DatetimeIndex) -> Any:
+    """pandas' own inference as an offset (None when it finds no frequency)."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the future-behaviour notice of pandas 3
+            alias = pd.infer_freq(index)
+    except (TypeError, ValueError):
+        return None
+    return None if alias is None else pd.tseries.frequencies.to_offset(alias)
+
+
+def _grid(index: pd.DatetimeIndex, offset: Any) -> pd.DatetimeIndex | None:
+    """Every step of `offset` from the first label to the last (None when the first is off it)."""
+    if not offset.is_on_offset(index[0]):
+        return None
+    full = pd.date_range(index[0], index[-1], freq=offset, name=index.name)
+    return full.as_unit(index.unit) if len(full) and full[0] == index[0] else None
+
+
+def _fallback_freq(index: pd.DatetimeIndex) -> Any:
+    """The frequency of an index pandas cannot name (a gap, or too short): the offset with the
+    fewest steps whose grid holds every label, among the ones pandas infers on short gap-free
+    stretches and the most common step (when every step is a multiple of it). With none, the
+    most common step: the caller then reports the first row off its grid."""
+    deltas = np.diff(_positions(index))
+    values, counts = np.unique(deltas, return_counts=True)
+    common = int(values[np.argmax(counts)])
+    fallback = pd.tseries.frequencies.to_offset(pd.Timedelta(common, unit="ns"))
+    candidates: dict[str, Any] = {}
+    if len(index) >= 3:
+        for width in (3, 5, 8):
+            if width > len(index):
+                break
+            for start in np.unique(np.linspace(0, len(index) - width, num=min(16, len(index) - width + 1)).astype(int)):
+                offset = _pandas_infer(index[start:start + width])
+                if offset is not None:
+                    candidates.setdefault(offset.freqstr, offset)
+    if (deltas % common == 0).all():
+        candidates.setdefault(fallback.freqstr, fallback)
+    best, best_steps = None, None
+    for offset in candidates.values():
+        nanos = fixed_nanos(offset, index.tz)
+        if nanos is not None:
+            if (deltas % nanos).any():
+                continue
+            steps = int((deltas // nanos).sum()) + 1
+        else:
+            full = _grid(index, offset)
+            if full is None or len(full) > 100 * len(index) or (full.get_indexer(index) < 0).any():
+                continue
+            steps = len(full)
+        if best_steps is None or steps < best_steps:
+            best, best_steps = offset, steps
+    return best if best is not None else fallback
+
+
 def infer_freq(index: pd.Index) -> Any:
-    """The regular step of an index: the smallest positive difference (a gap is a larger one)."""
+    """The step of an index: a pandas offset for timestamps (pandas' `infer_freq`; for an index it
+    cannot name, such as one with a gap, see `_fallback_freq`), 1 for integer steps, None for
+    a single timestamp with no frequency."""
     if not isinstance(index, pd.DatetimeIndex):
         return 1
+    if index.freq is not None:
+        return as_offset(index.freq)
     if len(index) < 2:
-        return index.freq
-    return pd.Timedelta(int(np.diff(_positions(index)).min()), unit="ns")
+        return None
+    if len(index) == 2:  # too short for pandas: a calendar step if one joins the two, else their distance
+        first, last = index[0], index[1]
+        for offset in (pd.offsets.MonthBegin(), pd.offsets.MonthEnd(), pd.offsets.QuarterBegin(startingMonth=first.month),
+                       pd.offsets.QuarterEnd(startingMonth=first.month), pd.offsets.YearBegin(), pd.offsets.YearEnd(),
+                       pd.offsets.BusinessDay()):
+            if offset.is_on_offset(first) and first + offset == last and (last - first) != pd.Timedelta(days=1):
+                return offset
+        return _fallback_freq(index)
+    offset = _pandas_infer(index)
+    return offset if offset is not None else _fallback_freq(index)
 
 
-def _regularise(frame: pd.DataFrame, freq: Any, missing: str, name: str) -> tuple[pd.DataFrame, np.ndarray]:
-    """Check for gaps (or fill them, with missing=ffill/interpolate); returns the filled-row mask."""
+def _check_freq(freq: Any, index: pd.Index, name: str) -> Any:
+    if not isinstance(index, pd.DatetimeIndex):
+        if freq is not None and not (isinstance(freq, (int, np.integer)) and freq == 1):
+            raise ValueError(f"freq={freq!r} applies to timestamps; {name} is indexed by integer steps")
+        return 1
+    if isinstance(freq, (int, np.integer)) and not isinstance(freq, (bool, np.bool_)):
+        raise ValueError(f"freq={freq!r} is an integer step; {name} is indexed by timestamps (pass an offset "
+                         f"alias such as {FREQ_EXAMPLES})")
+    return as_offset(freq)
+
+
+def _regularise(frame: pd.DataFrame, freq: Any, missing: str, name: str,
+                inferred: bool = False) -> tuple[pd.DataFrame, np.ndarray]:
+    """Check the rows against the grid of `freq` for gaps (or fill them, with
+    missing=ffill/interpolate); returns the filled-row mask."""
     index = frame.index
-    if freq is None or len(index) < 2:
+    if freq is None or len(index) < 1:
         return frame, np.zeros(len(frame), bool)
-    step = pd.Timedelta(freq).value if isinstance(index, pd.DatetimeIndex) else 1
-    raw = _positions(index)
-    deltas = np.diff(raw)
-    if (deltas % step).any():
-        row = int(np.argmax(deltas % step != 0)) + 1
-        raise ValueError(f"{name}: irregular timestamps: {_row_label(index, row)} is off the {freq} grid")
-    if (deltas == step).all():
-        return frame, np.zeros(len(frame), bool)
+    hint = f" (inferred from the data; pass freq= to set it, e.g. {FREQ_EXAMPLES})" if inferred else ""
+    is_time = isinstance(index, pd.DatetimeIndex)
+    nanos = fixed_nanos(freq, index.tz) if is_time else 1
+    if nanos is None:  # a calendar step: compare with the grid itself
+        full = _grid(index, freq)
+        if full is None:
+            raise ValueError(f"{name}: irregular timestamps: {_row_label(index, 0)} is off the "
+                             f"{freq_name(freq)} grid{hint}")
+        where = full.get_indexer(index)
+        if (where < 0).any():
+            row = int(np.argmax(where < 0))
+            raise ValueError(f"{name}: irregular timestamps: {_row_label(index, row)} is off the "
+                             f"{freq_name(freq)} grid{hint}")
+        if len(full) == len(index):
+            return frame, np.zeros(len(frame), bool)
+        row = int(np.argmax(np.diff(where) != 1))
+        expected = full[where[row] + 1]
+    else:
+        if len(index) < 2:
+            return frame, np.zeros(len(frame), bool)
+        raw = _positions(index)
+        deltas = np.diff(raw)
+        if (deltas % nanos).any():
+            row = int(np.argmax(deltas % nanos != 0)) + 1
+            raise ValueError(f"{name}: irregular timestamps: {_row_label(index, row)} is off the "
+                             f"{freq_name(freq)} grid{hint}")
+        if (deltas == nanos).all():
+            return frame, np.zeros(len(frame), bool)
+        row = int(np.argmax(deltas != nanos))
+        if is_time:
+            expected = index[row] + pd.Timedelta(nanos, unit="ns")
+            full = pd.date_range(index[0], index[-1], freq=pd.Timedelta(nanos, unit="ns"), name=index.name)
+            full = full.as_unit(index.unit)
+        else:
+            expected = index[row] + 1
+            full = pd.RangeIndex(raw[0], raw[-1] + 1, name=index.name)
     if missing == "error":
-        row = int(np.argmax(deltas != step))
         raise ValueError(
             f"{name}: gap after {_row_label(index, row)}: the next observation is {index[row + 1]}, "
-            f"expected a step of {freq}; pass missing='ffill' or 'interpolate' to fill it"
+            f"expected {expected} (a step of {freq_name(freq)}){hint}; "
+            "pass missing='ffill' or 'interpolate' to fill it"
         )
-    full = (
-        pd.date_range(index[0], index[-1], freq=pd.Timedelta(freq), name=index.name)
-        if isinstance(index, pd.DatetimeIndex)
-        else pd.RangeIndex(raw[0], raw[-1] + 1, name=index.name)
-    )
     return frame.reindex(full), ~full.isin(index)
 
 
@@ -198,8 +359,11 @@ def to_series(y: Any, *, missing: str = "error", name: str = "y", freq: Any = No
         frame = frame.rename(columns=str)
     _check_columns(frame, name)
     _check_index(frame, name, kind)
-    freq = freq if freq is not None else infer_freq(frame.index)
-    frame, filled = _regularise(frame, freq, missing, name)
+    inferred = freq is None
+    freq = _check_freq(freq, frame.index, name)
+    if freq is None:
+        freq = infer_freq(frame.index)
+    frame, filled = _regularise(frame, freq, missing, name, inferred=inferred)
     frame = _check_values(frame, missing, name)
     return Series(
         values=frame.to_numpy(dtype=np.float64),
@@ -240,14 +404,25 @@ def resolve_target(columns: Sequence[str], target: str | Sequence[str] | None) -
 
 
 def future_index(index: pd.Index, freq: Any, steps: np.ndarray) -> pd.Index:
-    """Index labels for `steps` (1-based) steps after the last label of `index`."""
+    """Index labels for `steps` (1-based) steps of `freq` after the last label of `index`:
+    `last + k * freq`, by the calendar for months, quarters, business days and weeks."""
+    steps = np.asarray(steps, dtype=np.int64)
     if isinstance(index, pd.DatetimeIndex):
-        # int64 nanoseconds since the epoch (UTC for an aware index): much cheaper than
-        # Timestamp + TimedeltaIndex, which matters once per forecast of a stream.
-        ns = _positions(index[-1:])[0] + np.asarray(steps, dtype=np.int64) * pd.Timedelta(freq).value
-        out = pd.DatetimeIndex(ns.astype("datetime64[ns]"), name=index.name)
-        return out if index.tz is None else out.tz_localize("UTC").tz_convert(index.tz)
-    return pd.Index(index[-1] + np.asarray(steps), name=index.name)
+        nanos = fixed_nanos(freq, index.tz)
+        if nanos is not None:
+            # int64 nanoseconds since the epoch (UTC for an aware index): much cheaper than
+            # Timestamp + TimedeltaIndex, which matters once per forecast of a stream.
+            ns = _positions(index[-1:])[0] + steps * nanos
+            out = pd.DatetimeIndex(ns.astype("datetime64[ns]"), name=index.name)
+            return out if index.tz is None else out.tz_localize("UTC").tz_convert(index.tz)
+        offset, last = as_offset(freq), index[-1]
+        if len(steps) == 0:
+            return index[:0].as_unit("ns")
+        grid = pd.date_range(last, periods=int(steps.max()) + 1, freq=offset, name=index.name)
+        if grid[0] != last:  # a label off the offset (only a caller's own index): step from it
+            return pd.DatetimeIndex([last + int(k) * offset for k in steps], name=index.name).as_unit("ns")
+        return grid[steps].as_unit("ns")
+    return pd.Index(index[-1] + steps * (freq if isinstance(freq, (int, np.integer)) else 1), name=index.name)
 
 
 @functools.lru_cache(maxsize=256)

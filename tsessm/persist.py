@@ -83,7 +83,7 @@ class _Writer:
             return {"__timestamp__": value.isoformat(), "tz": _tz_name(value.tz)}
         if isinstance(value, pd.Timedelta):
             return {"__timedelta__": int(value.value)}
-        if isinstance(value, pd.DateOffset):
+        if isinstance(value, pd.offsets.BaseOffset):  # a frequency ('MS', 'QS-OCT', 'B', 'h'), by its alias
             return {"__offset__": value.freqstr}
         if isinstance(value, pd.Index):
             return {"__index__": self._index(value)}

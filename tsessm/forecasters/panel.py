@@ -16,7 +16,7 @@ from sklearn.base import clone
 from sklearn.utils.validation import check_is_fitted
 
 from tsessm import persist
-from tsessm.data import check_magnitudes, resolve_target, standard_stats, to_series
+from tsessm.data import as_offset, check_magnitudes, freq_name, resolve_target, same_freq, standard_stats, to_series
 from tsessm.errors import StreamingNotSupported
 from tsessm.forecasters.base import MODEL_CLASSES, SavedModel
 from tsessm.forecasters.neural import PREFILL_MIN_ROWS, NeuralForecaster, scaled_rows
@@ -62,18 +62,24 @@ class PanelForecaster(SavedModel):
         """Train the global model on every series of the long frame `df`."""
         model = clone(self.forecaster)
         model.check_params()
+        if model.future_covariates or model.calendar:
+            raise ValueError("a panel does not take future_covariates or calendar features yet; fit a single-series "
+                             "forecaster per series for them")
         if not model.can_stream:
             raise StreamingNotSupported("a panel keeps one recurrent state per series, which a bidirectional "
                                         "eSSM does not have; use bidirectional=False")
-        groups, columns, was_polars = self._split(df, "df")
+        groups, columns, was_polars = self._split(df, "df", freq=model.freq)
         targets = resolve_target(columns, model.target)
         need = model.min_rows()
         short = [k for k, s in groups.items() if len(s) < need]
         if short:
             raise ValueError(f"series {short[0]!r} has {len(groups[short[0]])} rows; at least {need} are needed")
-        freqs = {pd.Timedelta(s.freq) for s in groups.values() if s.freq is not None}
-        if len(freqs) > 1:
-            raise ValueError(f"series have different frequencies: {sorted(map(str, freqs))}")
+        freqs = [(k, s.freq) for k, s in groups.items() if s.freq is not None]
+        odd = [(k, f) for k, f in freqs if not same_freq(f, freqs[0][1])]
+        if odd:
+            raise ValueError(f"series have different frequencies: series {freqs[0][0]!r} steps by "
+                             f"{freq_name(freqs[0][1])}, series {odd[0][0]!r} by {freq_name(odd[0][1])}; "
+                             "pass freq= to the forecaster to set one")
         target_idx = [columns.index(t) for t in targets]
         segments, means, stds = [], [], []
         for series in groups.values():
@@ -123,7 +129,7 @@ class PanelForecaster(SavedModel):
         groups, columns, _ = self._split(df, "df", freq=self.freq_)
         if sorted(columns) != sorted(self.columns_):
             raise ValueError(f"df value columns {columns} differ from the fitted ones {self.columns_}")
-        step = pd.Timedelta(self.freq_)
+        step = as_offset(self.freq_)
         position = {k: i for i, k in enumerate(self.ids_)}
         known, new = {}, {}
         for key, series in groups.items():  # check everything before touching any state
@@ -205,7 +211,8 @@ class PanelForecaster(SavedModel):
         check_magnitudes(values, self.mean_[rows], self.std_[rows], self.columns_,
                          _Labels(lambda r: f"{times[r]} of series {ids[r]!r}"), "observe")
         times = pd.DatetimeIndex(times)
-        expected = pd.DatetimeIndex([self.last_time_[i] for i in rows]) + pd.Timedelta(self.freq_)
+        step = as_offset(self.freq_)
+        expected = pd.DatetimeIndex([self.last_time_[i] + step for i in rows])
         wrong = np.flatnonzero(times != expected)
         if len(wrong):
             r = wrong[0]
@@ -262,7 +269,7 @@ class PanelForecaster(SavedModel):
         out = self.last_out_[idx].cpu().numpy()[:, steps - 1]  # (n, len(fh), k) scaled
         t = self.model_.target_idx_
         values = out * self.std_[idx][:, None, t] + self.mean_[idx][:, None, t]
-        step = pd.Timedelta(self.freq_)
+        step = as_offset(self.freq_)
         frame = pd.DataFrame({
             self.id_col: np.repeat(ids, len(steps)),
             self.time_col: [self.last_time_[i] + s * step for i in idx for s in steps],

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.validation import check_is_fitted
 
+from tsessm.data import as_offset
 from tsessm.forecasters.base import BaseForecaster
 from tsessm.forecasters.panel import PanelForecaster
 from tsessm.registry import load_forecaster
@@ -82,7 +83,7 @@ class SingleSeriesAdapter:
             )
         self.model = forecaster
         self.horizon = forecaster.horizon
-        self.freq = forecaster.freq_
+        self.freq = as_offset(forecaster.freq_)  # a Timedelta in files of tsessm 0.3 and older
         self.columns = list(forecaster.columns_)
         self.targets = list(forecaster.target_columns_)
         self.tz = forecaster.last_index_.tz
@@ -140,7 +141,7 @@ class PanelAdapter:
         check_is_fitted(panel, "model_")
         self.panel = panel
         self.horizon = panel.model_.horizon
-        self.freq = panel.freq_
+        self.freq = as_offset(panel.freq_)
         self.columns = list(panel.columns_)
         self.targets = list(panel.target_columns_)
         self.tz = getattr(panel.last_time_[0], "tz", None)

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from tsessm import registry
+from tsessm.data import freq_name, same_freq
 from tsessm.forecasters.panel import PanelForecaster
 from tsessm.stream.adapters import PanelAdapter, SingleSeriesAdapter, load_model
 from tsessm.stream.grid import steps_between
@@ -140,10 +141,7 @@ class SwitchRefused(Exception):
 
 
 def _same_step(a: Any, b: Any) -> bool:
-    try:
-        return pd.Timedelta(a) == pd.Timedelta(b)
-    except (TypeError, ValueError):
-        return a == b
+    return same_freq(a, b)
 
 
 def _check_fits(old: Any, new: Any, history: History) -> None:
@@ -153,7 +151,7 @@ def _check_fits(old: Any, new: Any, history: History) -> None:
     if missing:
         raise SwitchRefused(f"the buffered observations lack its columns {missing}")
     if not _same_step(old.freq, new.freq):
-        raise SwitchRefused(f"its step {new.freq} differs from the stream's {old.freq}")
+        raise SwitchRefused(f"its step {freq_name(new.freq)} differs from the stream's {freq_name(old.freq)}")
     if str(old.tz) != str(new.tz):
         raise SwitchRefused(f"its time zone {new.tz} differs from the stream's {old.tz}")
 

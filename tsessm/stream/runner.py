@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from tsessm.data import freq_name
 from tsessm.mlflow_uri import is_model_uri
 from tsessm.stream.adapters import RecordError, StreamAdapter, class_path, load_adapter, load_model, make_adapter
 from tsessm.stream.checkpoint import CheckpointError, CheckpointStore
@@ -195,9 +196,10 @@ class _Runner:
             k = steps_between(last, ts, freq)
             if k is None:
                 return self._bad(record.line, f"time {ts.isoformat()} is off the model's grid: not a whole "
-                                              f"number of steps of {freq} after {last.isoformat()}")
+                                              f"number of steps of {freq_name(freq)} after {last.isoformat()}")
             if k > 1:
-                where = f"{ts.isoformat()} is {k} steps of {freq} after the last observation {last.isoformat()}"
+                where = (f"{ts.isoformat()} is {k} steps of {freq_name(freq)} after the last observation "
+                         f"{last.isoformat()} (missing {(last + freq).isoformat()})")
                 if self.gap == "error":
                     raise _Stop(f"line {record.line}: gap: {where}; pass --gap ffill to fill it")
                 if self.max_fill is not None and k - 1 > self.max_fill:
