@@ -16,7 +16,7 @@ import pandas as pd
 from sklearn.utils.validation import check_is_fitted
 
 from tsessm import metrics
-from tsessm.data import standard_stats, to_series
+from tsessm.data import standard_stats
 from tsessm.forecasters.base import BaseForecaster
 
 MODES = ("windowed", "one-pass")
@@ -69,11 +69,7 @@ def backtest(
     check_is_fitted(model, "n_seen_")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    series = to_series(y, name="y")
-    missing = [c for c in model.columns_ if c not in series.columns]
-    if missing:
-        raise ValueError(f"y lacks column(s) {missing} the model was fitted on")
-    values = series.values[:, [series.columns.index(c) for c in model.columns_]]
+    values, index = model.history_rows(y)
     H = model.horizon
     lookback = lookback if lookback is not None else getattr(model, "lookback", 1)
     train_rows = train_rows if train_rows is not None else test_start
@@ -94,7 +90,7 @@ def backtest(
     return BacktestResult(
         mode=mode,
         targets=list(model.target_columns_),
-        origins=series.index[origins],
+        origins=index[origins],
         forecasts=forecasts,
         actuals=np.ascontiguousarray(actuals),
         mean=mean,

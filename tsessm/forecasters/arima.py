@@ -31,10 +31,10 @@ _PREDICTED_MEAN_ONLY = MEMORY_CONSERVE & ~MEMORY_NO_PREDICTED_MEAN
 KPSS_ALPHA = 0.05
 
 
-def _sarimax(endog: np.ndarray, order, seasonal_order, trend: str) -> SARIMAX:
+def _sarimax(endog: np.ndarray, order, seasonal_order, trend: str, exog: np.ndarray | None = None) -> SARIMAX:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return SARIMAX(endog, order=tuple(order), seasonal_order=tuple(seasonal_order), trend=trend)
+        return SARIMAX(endog, exog=exog, order=tuple(order), seasonal_order=tuple(seasonal_order), trend=trend)
 
 
 @persist.allow  # a model file holds it as its fields: arrays and numbers
@@ -57,6 +57,14 @@ class _TargetFit:
     state_noise: np.ndarray  # R Q R' (m, m)
     state: np.ndarray  # a_{n+1|n} (m,): predicted state after the last row seen
     state_cov: np.ndarray  # P_{n+1|n} (m, m)
+    # Regression on exog (the future-known inputs), statsmodels' SARIMAX(exog=...): y_t = x_t beta
+    # + an ARIMA process, which everything above describes (its parameters exclude beta).
+    exog_coef: np.ndarray | None = None  # beta (F,)
+    exog_names: list | None = None
+
+    def residual(self, ys: np.ndarray, exog: np.ndarray | None) -> np.ndarray:
+        """y - x beta: the series the ARIMA part filters."""
+        return ys if self.exog_coef is None else ys - exog @ self.exog_coef
 
     def model(self, endog: np.ndarray) -> SARIMAX:
         """The statsmodels model of this spec on `endog`, with the parameters set."""
@@ -86,8 +94,9 @@ class _TargetFit:
         W, g = self.horizon_maps(horizon)
         return W @ self.state + g
 
-    def absorbed(self, ys: np.ndarray) -> "_TargetFit":
+    def absorbed(self, ys: np.ndarray, exog: np.ndarray | None = None) -> "_TargetFit":
         """This fit with the Kalman filter advanced over `ys` (parameters unchanged)."""
+        ys = self.residual(ys, exog)
         Z, T, c, d = self.design, self.transition, self.state_intercept, self.obs_intercept
         a, P = self.state, self.state_cov
         for y in ys:
@@ -100,15 +109,29 @@ class _TargetFit:
         return replace(self, state=a, state_cov=P)
 
 
-def _estimate(y: np.ndarray, order, seasonal_order, trend: str, start_params=None) -> _TargetFit:
-    """Maximum likelihood fit of one SARIMAX on `y` (statsmodels warnings silenced)."""
-    mod = _sarimax(y, order, seasonal_order, trend)
+def _estimate(y: np.ndarray, order, seasonal_order, trend: str, start_params=None,
+              exog: np.ndarray | None = None) -> _TargetFit:
+    """Maximum likelihood fit of one SARIMAX on `y` (statsmodels warnings silenced), with a
+    regression on `exog` (T, F) when given."""
+    exog = None if exog is None or exog.shape[1] == 0 else exog
+    mod = _sarimax(y, order, seasonal_order, trend, exog)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = mod.fit(start_params=start_params, disp=False)
+        res = mod.fit(start_params=start_params if exog is None else None, disp=False)
     params = np.asarray(res.params, dtype=np.float64)
     if not np.all(np.isfinite(params)):
         raise FloatingPointError(f"SARIMAX{tuple(order)} fit gave non-finite parameters")
+    beta = exog_names = None
+    if exog is not None:  # the ARIMA part on y - x beta: the same model without the regression
+        is_exog = np.isin(mod.param_names, mod.exog_names)
+        beta, exog_names, params = params[is_exog], list(mod.exog_names), params[~is_exog]
+        mod = _sarimax(y - exog @ beta, order, seasonal_order, trend)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            filtered = mod.filter(params)
+        predicted, predicted_cov = filtered.predicted_state, filtered.predicted_state_cov
+    else:
+        predicted, predicted_cov = res.predicted_state, res.predicted_state_cov
     mod.update(params)
     Z, d, H, T, c, R, Q = (_time_invariant(mod.ssm, name) for name in _SYSTEM)
     return _TargetFit(
@@ -125,8 +148,10 @@ def _estimate(y: np.ndarray, order, seasonal_order, trend: str, start_params=Non
         transition=T,
         state_intercept=c,
         state_noise=R @ Q @ R.T,
-        state=np.array(res.predicted_state[:, -1]),
-        state_cov=np.array(res.predicted_state_cov[:, :, -1]),
+        state=np.array(predicted[:, -1]),
+        state_cov=np.array(predicted_cov[:, :, -1]),
+        exog_coef=beta,
+        exog_names=exog_names,
     )
 
 
@@ -261,19 +286,33 @@ class ARIMAForecaster(BaseForecaster):
 
     # ----- fit ---------------------------------------------------------------------------
     def _fit(self, values: np.ndarray, target_idx: list[int], val_values: np.ndarray | None) -> None:
-        ys = values[:, target_idx]
+        ys, exog = values[:, target_idx], self._exog(values)
+        ignored = [i for i in range(values.shape[1]) if i not in target_idx and i not in self.future_idx_]
+        if ignored:
+            warnings.warn(f"ARIMAForecaster ignores {len(ignored)} input column(s) that are neither targets nor "
+                          f"future_covariates (columns {ignored} of the fit): only future_covariates and calendar "
+                          f"features enter SARIMAX, as exog", UserWarning, stacklevel=4)
         if self.order == "auto":
-            fits, scores = self._search(ys)
+            fits, scores = self._search(ys, exog)
         else:
-            fits = [_estimate(ys[:, j], self.order, self.seasonal_order, self.trend) for j in range(ys.shape[1])]
+            fits = [_estimate(ys[:, j], self.order, self.seasonal_order, self.trend, exog=exog)
+                    for j in range(ys.shape[1])]
             scores = None
         self.fits_ = fits
         self.target_idx_ = list(target_idx)
         self.order_scores_ = scores
-        self.observed_ = ys.copy() if self.refit_every is not None else None
+        self.observed_ = values[:, target_idx + self.future_idx_].copy() if self.refit_every is not None else None
         self.since_refit_ = 0
 
-    def _search(self, ys: np.ndarray) -> tuple[list[_TargetFit], list[dict]]:
+    def _exog(self, values: np.ndarray) -> np.ndarray | None:
+        """The future-known columns of `values` (future covariates, calendar): (T, F), or None."""
+        idx = getattr(self, "future_idx_", None) or []
+        return values[:, idx] if idx else None
+
+    def _future_effect(self, future: np.ndarray, steps: np.ndarray) -> np.ndarray:
+        return np.stack([future @ fit.exog_coef for fit in self.fits_], axis=1)
+
+    def _search(self, ys: np.ndarray, exog: np.ndarray | None) -> tuple[list[_TargetFit], list[dict]]:
         """order="auto": d by KPSS, then the (p, q) with the lowest AIC, per target."""
         max_p, max_d, max_q = self.max_order
         grid = [(p, q) for p in range(max_p + 1) for q in range(max_q + 1)]
@@ -286,7 +325,7 @@ class ARIMAForecaster(BaseForecaster):
                 for p, q in grid:
                     bar.update()
                     try:
-                        fit = _estimate(ys[:, j], (p, d, q), self.seasonal_order, self.trend)
+                        fit = _estimate(ys[:, j], (p, d, q), self.seasonal_order, self.trend, exog=exog)
                     except (np.linalg.LinAlgError, ValueError, FloatingPointError):
                         continue
                     aics[(p, d, q)] = fit.aic
@@ -306,40 +345,53 @@ class ARIMAForecaster(BaseForecaster):
     @property
     def params_(self) -> list[dict[str, float]]:
         """The fitted parameters per target, by statsmodels' names."""
-        return [dict(zip(f.param_names, f.params.tolist())) for f in self.fits_]
+        return [{**dict(zip(f.exog_names or [], np.atleast_1d(f.exog_coef).tolist() if f.exog_names else [])),
+                 **dict(zip(f.param_names, f.params.tolist()))} for f in self.fits_]
 
     # ----- predict / update --------------------------------------------------------------
     def _predict(self) -> np.ndarray:
         return np.stack([fit.forecast(self.horizon) for fit in self.fits_], axis=1)
 
     def _update(self, values: np.ndarray) -> None:
-        ys = values[:, self.target_idx_]
+        k, idx = len(self.target_idx_), getattr(self, "future_idx_", None) or []
+        rows = values[:, self.target_idx_ + idx]  # the targets, then the exog columns
         fits, history, since = list(self.fits_), self.observed_, self.since_refit_
         start = 0
-        while start < len(ys):
-            take = len(ys) - start if self.refit_every is None else min(len(ys) - start, self.refit_every - since)
-            chunk = ys[start : start + take]
+        while start < len(rows):
+            take = len(rows) - start if self.refit_every is None else min(len(rows) - start, self.refit_every - since)
+            chunk = rows[start : start + take]
             if self.refit_every is not None:
                 history, since = np.vstack([history, chunk]), since + take
             if self.refit_every is not None and since == self.refit_every:
+                exog = history[:, k:] if idx else None
                 fits = [
-                    _estimate(history[:, j], fit.order, fit.seasonal_order, fit.trend, start_params=fit.params)
+                    _estimate(history[:, j], fit.order, fit.seasonal_order, fit.trend, start_params=fit.params,
+                              exog=exog)
                     for j, fit in enumerate(fits)
                 ]
                 since = 0
             else:
-                fits = [fit.absorbed(chunk[:, j]) for j, fit in enumerate(fits)]
+                fits = [fit.absorbed(chunk[:, j], chunk[:, k:] if idx else None) for j, fit in enumerate(fits)]
             start += take
         self.fits_, self.observed_, self.since_refit_ = fits, history, since
 
     # ----- backtests ---------------------------------------------------------------------
     def _forecast_one_pass(self, values: np.ndarray, origins: np.ndarray | None = None) -> np.ndarray:
         origins = np.arange(len(values)) if origins is None else np.asarray(origins)
+        exog = self._exog(values)
         out = np.empty((len(origins), self.horizon, len(self.fits_)))
         for j, fit in enumerate(self.fits_):
             W, g = fit.horizon_maps(self.horizon)
-            out[:, :, j] = fit.predicted_states(values[:, self.target_idx_[j]])[origins] @ W.T + g
-        return out
+            series = fit.residual(values[:, self.target_idx_[j]], exog)
+            out[:, :, j] = fit.predicted_states(series)[origins] @ W.T + g
+        return out + self._exog_ahead(exog, origins)
+
+    def _exog_ahead(self, exog: np.ndarray | None, origins: np.ndarray) -> np.ndarray | float:
+        """x_{t+h} beta for every origin t and step h: (N, H, k); 0 without exog."""
+        if exog is None:
+            return 0.0
+        ahead = exog[origins[:, None] + np.arange(1, self.horizon + 1)]  # (N, H, F)
+        return np.stack([ahead @ fit.exog_coef for fit in self.fits_], axis=-1)
 
     def _forecast_windows(self, values: np.ndarray, origins: np.ndarray, lookback: int) -> np.ndarray:
         origins = np.asarray(origins)
@@ -347,13 +399,15 @@ class ARIMAForecaster(BaseForecaster):
             n_diff = fit.order[1] + fit.seasonal_order[1] * fit.seasonal_order[3]
             if lookback <= n_diff:
                 raise ValueError(f"lookback={lookback} must exceed the {n_diff} rows that differencing consumes")
+        exog = self._exog(values)
         out = np.empty((len(origins), self.horizon, len(self.fits_)))
         for j, fit in enumerate(self.fits_):
             A, b = _window_map(fit, lookback)
             W, g = fit.horizon_maps(self.horizon)
-            windows = np.lib.stride_tricks.sliding_window_view(values[:, self.target_idx_[j]], lookback)
+            series = fit.residual(values[:, self.target_idx_[j]], exog)
+            windows = np.lib.stride_tricks.sliding_window_view(series, lookback)
             out[:, :, j] = (windows[origins - lookback + 1] @ A.T + b) @ W.T + g
-        return out
+        return out + self._exog_ahead(exog, origins)
 
 
 def _window_map(fit: _TargetFit, lookback: int) -> tuple[np.ndarray, np.ndarray]:

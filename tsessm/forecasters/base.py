@@ -21,8 +21,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from tsessm import persist
 from tsessm.checks import positive_int
+from tsessm.calendar import calendar_columns, calendar_features, parse_calendar
 from tsessm.errors import StreamingNotSupported
-from tsessm.data import (Series, check_magnitudes, future_index, resolve_target, standard_stats, to_output,
+from tsessm.data import (Series, as_offset, check_magnitudes, future_index, resolve_target, standard_stats, to_output,
                          to_series, with_covariates, within_bounds)
 
 LABEL_BLOCK = 256  # future labels `observe` builds at once
@@ -159,20 +160,46 @@ class BaseForecaster(SavedModel, ABC):
 
     def _check_params(self) -> None:
         positive_int("horizon", self.horizon)
+        future = getattr(self, "future_covariates", None)
+        if future is not None and not (isinstance(future, (list, tuple)) and all(isinstance(c, str) for c in future)):
+            raise TypeError(f"future_covariates must be a list of column names of X, got {future!r}")
+        parse_calendar(getattr(self, "calendar", None))
 
     def _min_length(self) -> int:
         return 1
 
     # ----- fit ---------------------------------------------------------------------------
     def _prepare(self, y: Any, X: Any, name: str, freq: Any = None) -> tuple[Series, list[str]]:
-        """(y with the covariate columns of X appended, y's own columns)."""
+        """(y with the covariate columns of X and then the calendar features appended, y's own columns)."""
         missing = getattr(self, "missing", "error")
+        if freq is None:  # fit: the freq parameter (None: inferred from y)
+            freq = getattr(self, "freq", None)
         series = to_series(y, missing=missing, name=name, freq=freq)
         own = list(series.columns)
         if X is not None:
             x_name = "X" if name == "y" else name.replace("y", "X", 1)
             series = with_covariates(series, to_series(X, missing=missing, name=x_name, freq=series.freq))
+        spec = parse_calendar(getattr(self, "calendar", None))
+        if spec:
+            names = calendar_columns(spec)
+            clash = sorted(set(names) & set(series.columns))
+            if clash:
+                raise ValueError(f"{name}: column {clash[0]!r} has the name of a calendar feature; rename it")
+            values = np.hstack([series.values, calendar_features(series.index, spec)])
+            series = replace(series, values=values, columns=series.columns + names)
         return series, own
+
+    def _future_columns(self, columns: list[str], own: list[str]) -> list[str]:
+        """The columns known ahead: the `future_covariates` of X, then the calendar features."""
+        declared = list(getattr(self, "future_covariates", None) or [])
+        from_x = [c for c in columns if c not in own and c not in calendar_columns(self._calendar())]
+        absent = [c for c in declared if c not in from_x]
+        if absent:
+            raise ValueError(f"future_covariates {absent} are not columns of X (X has {from_x})")
+        return declared + calendar_columns(self._calendar())
+
+    def _calendar(self) -> dict[str, str]:
+        return parse_calendar(getattr(self, "calendar", None))
 
     def fit(self, y: Any, X: Any = None, *, y_val: Any = None, X_val: Any = None) -> "BaseForecaster":
         """Fit on `y` (+ covariates `X`, used as inputs only). Returns self.
@@ -205,10 +232,14 @@ class BaseForecaster(SavedModel, ABC):
                 if first != expected:
                     raise ValueError(f"y_val must continue y: its first new row is {first}, expected {expected}")
         target_idx = [series.columns.index(t) for t in targets]
+        future = self._future_columns(series.columns, own_columns)
         center, scale = standard_stats(series.values, series.columns)  # the bound on later values
         if val_values is not None:
             check_magnitudes(val_values, center, scale, series.columns, np.arange(len(val_values)), "y_val")
-        self._transaction(self._fit, series.values, target_idx, val_values)
+        self._transaction(self._fit_with_future, series.values, target_idx, val_values,
+                          [series.columns.index(c) for c in future])
+        self.future_columns_ = future
+        self.calendar_columns_ = calendar_columns(self._calendar())
         self.value_center_, self.value_scale_ = center, scale
         self.columns_ = series.columns
         self.target_columns_ = targets
@@ -217,6 +248,11 @@ class BaseForecaster(SavedModel, ABC):
         self.input_kind_ = replace(series, values=series.values[:0], index=series.index[:0], filled=None)
         self.n_seen_ = len(series)
         return self
+
+    def _fit_with_future(self, values: np.ndarray, target_idx: list[int], val_values: np.ndarray | None,
+                         future_idx: list[int]) -> None:
+        self.future_idx_ = future_idx  # the known-ahead columns, for `_fit` to use
+        self._fit(values, target_idx, val_values)
 
     # ----- predict -----------------------------------------------------------------------
     def resolve_fh(self, fh: int | Sequence[int] | None) -> np.ndarray:
@@ -230,22 +266,77 @@ class BaseForecaster(SavedModel, ABC):
             raise ValueError(f"fh must lie in 1..horizon={self.horizon}, got {steps.tolist()}")
         return steps
 
-    def predict(self, fh: int | Sequence[int] | None = None) -> Any:
+    def predict(self, fh: int | Sequence[int] | None = None, X: Any = None) -> Any:
         """Forecast the steps `fh` (1-based, default 1..horizon) after the last observation seen.
 
+        X: the values of the `future_covariates` at the forecast steps, indexed by their
+            timestamps (pandas; polars with the time column), or for a model fitted on numpy a
+            (len(fh), n_future_covariates) array. Needed only when the model has future
+            covariates; calendar features are made from the timestamps.
         Returns the input's kind: pandas/polars with future timestamps, numpy (len(fh), n_targets).
         """
         check_is_fitted(self, "n_seen_")
         steps = self.resolve_fh(fh)
-        forecast = self._predict()[steps - 1]
         index = future_index(self.last_index_, self.freq_, steps)
+        forecast = self._predict()[steps - 1] + self._known_ahead_effect(steps, index, X)
         return to_output(forecast, list(self.target_columns_), index, self.input_kind_)
 
     def current_forecast(self) -> np.ndarray:
         """The forecast of steps 1..horizon after the last observation as a plain array:
-        (horizon, n_targets) float64 in `target_columns_` order (`predict()` without the frame)."""
+        (horizon, n_targets) float64 in `target_columns_` order (`predict()` without the frame).
+        A model with future covariates needs their values: use `predict(X=...)`."""
         check_is_fitted(self, "n_seen_")
-        return np.array(self._predict(), dtype=np.float64)
+        steps = np.arange(1, self.horizon + 1)
+        effect = self._known_ahead_effect(steps, future_index(self.last_index_, self.freq_, steps), None)
+        return np.array(self._predict(), dtype=np.float64) + effect
+
+    def _n_user_future(self) -> int:
+        """How many columns of X the model needs ahead (its `future_covariates`)."""
+        return len(getattr(self, "future_columns_", ())) - len(getattr(self, "calendar_columns_", ()))
+
+    def _known_ahead_effect(self, steps: np.ndarray, index: pd.Index, X: Any) -> np.ndarray:
+        """What the known-ahead values at the forecast steps add to the forecast: (len(steps), k)."""
+        columns = getattr(self, "future_columns_", [])
+        if not columns:
+            if X is not None:
+                raise ValueError(f"predict got X, but this {type(self).__name__} has no future_covariates")
+            return np.zeros((len(steps), len(self.target_columns_)))
+        user = self._future_from_x(X, steps, index)
+        calendar = calendar_features(index, self._calendar()) if self.calendar_columns_ else np.empty((len(steps), 0))
+        return self._future_effect(np.hstack([user, calendar]), steps)
+
+    def _future_from_x(self, X: Any, steps: np.ndarray, index: pd.Index) -> np.ndarray:
+        """The future covariates' values at the forecast steps, from predict's X: (len(steps), F)."""
+        names = self.future_columns_[: self._n_user_future()]
+        if not names:
+            return np.empty((len(steps), 0))
+        if X is None:
+            raise ValueError(f"this model has future_covariates {names}: pass their values at the forecast steps "
+                             f"{steps.tolist()} as predict(X=...)")
+        if isinstance(X, (np.ndarray, list, tuple)):  # plain rows, one per forecast step
+            values = np.asarray(X, dtype=np.float64)
+            values = values[:, None] if values.ndim == 1 and len(names) == 1 else values
+            if values.shape != (len(steps), len(names)):
+                raise ValueError(f"X must hold {len(steps)} rows (one per forecast step {steps.tolist()}) of the "
+                                 f"future covariates {names}, got shape {values.shape}")
+        else:
+            frame = to_series(X, name="X", freq=self.freq_)
+            absent = [c for c in names if c not in frame.columns]
+            if absent:
+                raise ValueError(f"X lacks the future covariate column(s) {absent}")
+            rows = frame.index.get_indexer(index)
+            if (rows < 0).any():
+                lacking = [f"step {s} ({t})" for s, t, r in zip(steps, index, rows) if r < 0]
+                raise ValueError(f"X lacks the future covariates {names} at {', '.join(lacking)}")
+            values = frame.values[rows][:, [frame.columns.index(c) for c in names]]
+        if not np.isfinite(values).all():
+            raise ValueError(f"X: the future covariates {names} hold NaN or inf at the forecast steps")
+        return values
+
+    def _future_effect(self, future: np.ndarray, steps: np.ndarray) -> np.ndarray:
+        """What known-ahead values add to the forecast at `steps`: future (len(steps), F) in
+        original units (the future covariates, then the calendar features) -> (len(steps), k)."""
+        raise NotImplementedError(f"{type(self).__name__} does not use future covariates")
 
     # ----- update ------------------------------------------------------------------------
     def update(self, y_new: Any, X_new: Any = None) -> "BaseForecaster":
@@ -268,14 +359,17 @@ class BaseForecaster(SavedModel, ABC):
         return self
 
     # ----- observe: one row, the fast path of a stream -----------------------------------
-    def observe(self, values: Any, time: Any = None) -> np.ndarray:
+    def observe(self, values: Any, time: Any = None, future: Any = None) -> np.ndarray:
         """Absorb one new row and return the new forecast: `update(one row)` then `predict()`
         without the frames around them, the path a live stream takes.
 
         values: the row as a 1-D array or list, in the column order of the fit (`columns_`:
-            the targets and inputs of `y`, then the covariates of `X`).
+            the targets and inputs of `y`, then the covariates of `X`; not the calendar features,
+            which come from the time).
         time: its timestamp for a model fitted on timestamps (None: one step after the last
             observation); must be None for a model fitted on numpy (integer steps).
+        future: for a model with `future_covariates`, their values at the next `horizon` steps,
+            (horizon, n_future_covariates).
         Returns the forecast of steps 1..horizon, numpy (horizon, n_targets) in `target_columns_`
         order. The checks are `update`'s (shape, NaN and inf, time order); a refused row leaves
         the model unchanged.
@@ -285,13 +379,21 @@ class BaseForecaster(SavedModel, ABC):
         self._require_stream("observe()")
         row = self._check_row(values)
         label = self._next_label(time)
+        calendar = getattr(self, "calendar_columns_", None)
+        if calendar:
+            row = np.concatenate([row, calendar_features(label, self._calendar())[0]])
         if not self._within_bounds(row):  # also false for NaN and inf: one check on the fast path
             self._check_finite(row)
             self._check_magnitudes(row[None], label, "values")
+        if getattr(self, "future_columns_", None):  # checked before the state moves
+            steps = np.arange(1, self.horizon + 1)
+            known = self._known_ahead_effect(steps, future_index(label, self.freq_, steps), future)
+        else:
+            known = 0.0
         forecast = self._transaction(self._absorb, row[None])
         self.last_index_ = label
         self.n_seen_ += 1
-        return forecast
+        return forecast + known
 
     def _absorb(self, values: np.ndarray) -> np.ndarray:
         """`_update`, then a guard: a forecast that is not finite is never kept (the caller's
@@ -315,7 +417,7 @@ class BaseForecaster(SavedModel, ABC):
             check_magnitudes(values, center, self.value_scale_, self.columns_, labels, name)
 
     def _check_row(self, values: Any) -> np.ndarray:
-        columns = list(self.columns_)
+        columns = self.columns_[: len(self.columns_) - len(getattr(self, "calendar_columns_", ()))]
         try:
             row = np.asarray(values, dtype=np.float64)
         except (TypeError, ValueError) as exc:
@@ -417,6 +519,17 @@ class BaseForecaster(SavedModel, ABC):
         return {**cls._LEGACY_DEFAULTS, **params}
 
     # ----- backtest forecasts ------------------------------------------------------------
+    def history_rows(self, y: Any, X: Any = None) -> tuple[np.ndarray, pd.Index]:
+        """A stretch of history as the backtest forecasts read it: (rows (T, C) in `columns_`
+        order, with the calendar features made from the timestamps; the T index labels).
+        y (and X) hold the fitted columns, any extra ones are ignored."""
+        check_is_fitted(self, "n_seen_")
+        series, _ = self._prepare(y, X, "y", freq=self.freq_)
+        absent = [c for c in self.columns_ if c not in series.columns]
+        if absent:
+            raise ValueError(f"y lacks column(s) {absent} the model was fitted on")
+        return series.values[:, [series.columns.index(c) for c in self.columns_]], series.index
+
     def forecast_windows(self, values: np.ndarray, origins: Sequence[int], lookback: int) -> np.ndarray:
         """The windowed protocol's forecasts: at each origin row t, from rows [t-lookback+1, t] only.
 
@@ -451,9 +564,11 @@ class BaseForecaster(SavedModel, ABC):
         origins = np.asarray(origins)
         if origins.ndim != 1 or (len(origins) and not np.issubdtype(origins.dtype, np.integer)):
             raise ValueError(f"origins must be a 1-D list of row numbers, got {origins!r}")
-        if len(origins) and (origins.min() < lookback - 1 or origins.max() >= len(values)):
-            raise ValueError(f"forecast rows (origins) must lie in [{lookback - 1}, {len(values) - 1}] "
-                             f"(lookback={lookback}, {len(values)} rows), got {int(origins.min())}..{int(origins.max())}")
+        last = len(values) - (self.horizon if getattr(self, "future_columns_", None) else 0)
+        if len(origins) and (origins.min() < lookback - 1 or origins.max() >= last):
+            after = f", and horizon={self.horizon} rows of the known-ahead inputs after each" if last < len(values) else ""
+            raise ValueError(f"forecast rows (origins) must lie in [{lookback - 1}, {last - 1}] "
+                             f"(lookback={lookback}, {len(values)} rows{after}), got {int(origins.min())}..{int(origins.max())}")
         bad = ~np.isfinite(values)
         if bad.any():
             r, c = np.argwhere(bad)[0]
@@ -468,5 +583,6 @@ class BaseForecaster(SavedModel, ABC):
 
 
 def _step(index: pd.Index, freq: Any) -> Any:
-    """One step of a series: a Timedelta for timestamps, the integer step otherwise."""
-    return pd.Timedelta(freq) if isinstance(index, pd.DatetimeIndex) else freq
+    """One step of a series: a pandas offset for timestamps (`last + step` follows the calendar;
+    a Timedelta from an old model file becomes its offset), the integer step otherwise."""
+    return as_offset(freq) if isinstance(index, pd.DatetimeIndex) else freq

@@ -1,6 +1,7 @@
 """NaiveForecaster: last value or seasonal naive, the floor every real model must beat."""
 from __future__ import annotations
 
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -40,11 +41,17 @@ class NaiveForecaster(BaseForecaster):
         return self.season_length * np.ceil(k / self.season_length).astype(int) - k
 
     def _fit(self, values, target_idx, val_values) -> None:
+        if self.future_idx_:
+            warnings.warn("NaiveForecaster ignores future_covariates and calendar features: it repeats past values",
+                          UserWarning, stacklevel=4)
         self.target_idx_ = list(target_idx)
         self.tail_ = values[-self.season_length :, self.target_idx_]
 
     def _update(self, values) -> None:
         self.tail_ = np.vstack([self.tail_, values[:, self.target_idx_]])[-self.season_length :]
+
+    def _future_effect(self, future: np.ndarray, steps: np.ndarray) -> np.ndarray:
+        return np.zeros((len(steps), len(self.target_idx_)))  # ignored (fit warned)
 
     def _predict(self) -> np.ndarray:
         return self.tail_[len(self.tail_) - 1 - self._lags()]

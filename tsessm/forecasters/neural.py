@@ -34,6 +34,8 @@ FORECAST_CHUNK_VALUES = 32_000_000
 # ... and windowed forecasts at most this many windows at a time: bigger batches are slower on a
 # CPU (ETTh1 OT test, H=24: 256 windows a batch 0.94 s, all 2 857 in one 4.6 s).
 WINDOWS_PER_BATCH = 256
+# The known-ahead inputs' weights learn at this multiple of `lr`.
+FUTURE_LR_FACTOR = 50
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -207,7 +209,12 @@ class NeuralForecaster(BaseForecaster):
             raise ValueError(f"batch_size={self.batch_size} must be divisible by the {world} processes")
         net = nn.parallel.DistributedDataParallel(self.net_) if world > 1 else self.net_
 
-        optimizer = torch.optim.AdamW(self._param_groups(self.net_), lr=self.lr, weight_decay=0.01)
+        groups = self._param_groups(self.net_)
+        if self._future_idx():  # the known-ahead inputs' weights: (H, F, k), zero = no effect at first
+            self.future_weight_ = nn.Parameter(x_all.new_zeros(H, len(self._future_idx()), len(self.target_idx_)))
+            # a linear map whose right size is O(1): a faster rate lets it arrive within a short fit
+            groups.append({"params": [self.future_weight_], "lr": FUTURE_LR_FACTOR * self.lr, "weight_decay": 0.0})
+        optimizer = torch.optim.AdamW(groups, lr=self.lr, weight_decay=0.01)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(self.epochs * batches))
         best, best_loss, bad_epochs, log = None, math.inf, 0, []
         bar = tqdm(range(self.epochs), desc=type(self).__name__, disable=not self.verbose, leave=False)
@@ -217,7 +224,7 @@ class NeuralForecaster(BaseForecaster):
             losses = []
             for batch in starts.split(self.batch_size):
                 rows = (batch[:, None] + offsets)[rank::world]  # (B / world, window)
-                pred = self._run(x_all[rows], net)[:, burn_in:]
+                pred = self._run(x_all[rows], net)[:, burn_in:] + self._future_term(x_all, rows[:, burn_in:])
                 loss = nn.functional.mse_loss(pred, self._targets_after(x_all, rows[:, burn_in:]))
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"training diverged: loss is {loss.item()} at epoch {epoch + 1}")
@@ -236,7 +243,7 @@ class NeuralForecaster(BaseForecaster):
                 callback(entry)
             score = entry.get("val_loss", entry["train_loss"])
             if score < best_loss:
-                best, best_loss, bad_epochs = copy.deepcopy(self.net_.state_dict()), score, 0
+                best, best_loss, bad_epochs = copy.deepcopy(self._trained_weights()), score, 0
             else:
                 bad_epochs += 1
                 if val_spans and bad_epochs >= self.patience:
@@ -245,8 +252,33 @@ class NeuralForecaster(BaseForecaster):
                                   f"improvement for {self.patience} epochs; keeping epoch {epoch + 1 - bad_epochs}")
                     break
         if best is not None:
-            self.net_.load_state_dict(best)
+            self.net_.load_state_dict(best["net"])
+        if self._future_idx():
+            self.future_weight_ = (best or self._trained_weights())["future"].detach().cpu().numpy()
         return log
+
+    def _trained_weights(self) -> dict:
+        return {"net": self.net_.state_dict(), "future": getattr(self, "future_weight_", None)}
+
+    def _future_idx(self) -> list[int]:
+        return getattr(self, "future_idx_", None) or []
+
+    def _future_term(self, x: Tensor, rows: Tensor) -> Tensor | float:
+        """What the known-ahead inputs (future covariates, calendar features) at rows t+1..t+H
+        add to the scaled forecast made at each row t of x (T, C): (*rows.shape, H, k); 0 without
+        them. Callers only ask for rows with H rows after them in x."""
+        idx = self._future_idx()
+        if not idx:
+            return 0.0
+        steps = torch.arange(1, self.horizon + 1, device=x.device)
+        known = x[rows[..., None] + steps][..., idx]  # (*rows, H, F)
+        return torch.einsum("...hf,hfk->...hk", known, torch.as_tensor(self.future_weight_, device=x.device))
+
+    def _future_effect(self, future: np.ndarray, steps: np.ndarray) -> np.ndarray:
+        idx = self._future_idx()
+        known = (future - self.mean_[idx]) / self.std_[idx]
+        scaled = np.einsum("nf,nfk->nk", known, np.asarray(self.future_weight_)[steps - 1])
+        return scaled * self.std_[self.target_idx_]
 
     @torch.no_grad()
     def _validation_loss(self, x_all: Tensor, offsets_of: np.ndarray, val_spans: list[tuple[int, int]]) -> float:
@@ -260,7 +292,8 @@ class NeuralForecaster(BaseForecaster):
                 pred = self._window_forecasts(x_all, origins, self.lookback)
                 target = self._targets_after(x_all, origins)
             else:
-                pred = self._stream_forecasts(x_all[begin:stop], torch.arange(start - begin, stop - begin))
+                # (rows up to the series' end: the known-ahead inputs of the last origins lie there)
+                pred = self._stream_forecasts(x_all[begin:stop + self.horizon], torch.arange(start - begin, stop - begin))
                 target = self._targets_after(x_all, torch.arange(start, stop, device=self.device_))
             total += nn.functional.mse_loss(pred, target, reduction="sum").item()
             count += pred.numel()
@@ -279,8 +312,9 @@ class NeuralForecaster(BaseForecaster):
             return x.new_zeros((0, self.horizon, len(self.target_idx_)))
         # The net forecasts at every window position; only the last is kept (a copy: a view would
         # keep each chunk's (batch, lookback, H, k) forecasts alive), so chunk by windows.
-        return torch.cat([self._run(x[batch[:, None] + offsets])[:, -1].clone()
+        base = torch.cat([self._run(x[batch[:, None] + offsets])[:, -1].clone()
                           for batch in origins.split(min(WINDOWS_PER_BATCH, self._rows_per_chunk(lookback)))])
+        return base + self._future_term(x, origins)
 
     @torch.no_grad()
     def _stream_forecasts(self, x: Tensor, rows: Tensor | np.ndarray) -> Tensor:
@@ -301,7 +335,7 @@ class NeuralForecaster(BaseForecaster):
             out, state = self.net_.prefill(xs[None], state)
             inside = wanted[(wanted >= start) & (wanted < start + len(xs))] - start
             picked.append(self._anchor(out[0, inside], xs[inside]))
-        return torch.cat(picked)[back]
+        return (torch.cat(picked) + self._future_term(x, wanted))[back]
 
     # ----- streaming state ---------------------------------------------------------------
     @torch.no_grad()
