@@ -22,7 +22,7 @@ import pandas as pd
 # feature -> (its value from a DatetimeIndex, the cycle length, the first value, default encoding, harmonics)
 FEATURES = {
     "hour": (lambda ix: ix.hour + ix.minute / 60, 24, 0, "fourier", 3),
-    "dayofweek": (lambda ix: ix.dayofweek, 7, 0, "onehot", 2),
+    "dayofweek": (lambda ix: ix.day_of_week, 7, 0, "onehot", 2),
     "dayofmonth": (lambda ix: ix.day, 31, 1, "fourier", 2),
     "month": (lambda ix: ix.month, 12, 1, "fourier", 2),
 }
