@@ -175,3 +175,26 @@ def test_calendar_feature_values():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         calendar_features(pd.date_range("2024-01-01", periods=3, freq="D"), parse_calendar(["month"]))
+
+
+# ----------------------------------------------------------------------------- the stream
+
+
+def test_a_stream_carries_known_ahead_values_and_makes_calendar_features(essm_pair, tmp_path):
+    from tsessm.stream import run_stream
+
+    model = _essm(future_covariates=["promo"], calendar=["dayofweek"], epochs=1).fit(Y[:FIT], X[:FIT])
+    model.save(tmp_path / "m.tsm")
+    new = range(FIT, FIT + 5)
+    records = [{"time": IDX[t].isoformat(), "sales": float(Y.sales.iloc[t]), "promo": float(PROMO[t]),
+                "future": {"promo": PROMO[t + 1 : t + 1 + H].tolist()}} for t in new]
+    result = run_stream(str(tmp_path / "m.tsm"), records)
+    assert result.status == "end" and result.counters.applied == 5
+    reference = ESSMForecaster.load(tmp_path / "m.tsm")
+    for t, line in zip(new, result.lines):
+        reference.update(Y[t : t + 1], X[t : t + 1])
+        expected = reference.predict(X=X[t + 1 : t + 1 + H]).sales.to_numpy()
+        np.testing.assert_allclose(line["forecast"]["sales"], expected, atol=1e-5)
+    lacking = [{k: v for k, v in records[0].items() if k != "future"}]
+    bad = run_stream(str(tmp_path / "m.tsm"), lacking, on_bad_record="skip")
+    assert bad.counters.bad == 1 and bad.counters.applied == 0

@@ -281,18 +281,32 @@ class BaseForecaster(SavedModel, ABC):
         forecast = self._predict()[steps - 1] + self._known_ahead_effect(steps, index, X)
         return to_output(forecast, list(self.target_columns_), index, self.input_kind_)
 
-    def current_forecast(self) -> np.ndarray:
+    def current_forecast(self, future: Any = None) -> np.ndarray:
         """The forecast of steps 1..horizon after the last observation as a plain array:
         (horizon, n_targets) float64 in `target_columns_` order (`predict()` without the frame).
-        A model with future covariates needs their values: use `predict(X=...)`."""
+        future: for a model with `future_covariates`, their values at those steps, (horizon, F)."""
         check_is_fitted(self, "n_seen_")
         steps = np.arange(1, self.horizon + 1)
-        effect = self._known_ahead_effect(steps, future_index(self.last_index_, self.freq_, steps), None)
+        effect = self._known_ahead_effect(steps, future_index(self.last_index_, self.freq_, steps), future)
         return np.array(self._predict(), dtype=np.float64) + effect
 
     def _n_user_future(self) -> int:
         """How many columns of X the model needs ahead (its `future_covariates`)."""
         return len(getattr(self, "future_columns_", ())) - len(getattr(self, "calendar_columns_", ()))
+
+    @property
+    def observed_columns(self) -> list[str]:
+        """The columns a new row carries (`observe`, a stream record): `columns_` without the
+        calendar features, which come from the timestamps."""
+        check_is_fitted(self, "n_seen_")
+        return list(self.columns_[: len(self.columns_) - len(getattr(self, "calendar_columns_", ()))])
+
+    @property
+    def known_ahead_columns(self) -> list[str]:
+        """The `future_covariates` whose next `horizon` values a forecast needs (not the calendar
+        features, which come from the timestamps)."""
+        check_is_fitted(self, "n_seen_")
+        return list(getattr(self, "future_columns_", [])[: self._n_user_future()])
 
     def _known_ahead_effect(self, steps: np.ndarray, index: pd.Index, X: Any) -> np.ndarray:
         """What the known-ahead values at the forecast steps add to the forecast: (len(steps), k)."""
@@ -417,7 +431,7 @@ class BaseForecaster(SavedModel, ABC):
             check_magnitudes(values, center, self.value_scale_, self.columns_, labels, name)
 
     def _check_row(self, values: Any) -> np.ndarray:
-        columns = self.columns_[: len(self.columns_) - len(getattr(self, "calendar_columns_", ()))]
+        columns = self.observed_columns
         try:
             row = np.asarray(values, dtype=np.float64)
         except (TypeError, ValueError) as exc:

@@ -7,7 +7,7 @@ The runner never calls a forecaster directly. It asks an adapter:
     adapter.targets                   the forecast's keys (list[str])
     adapter.tz                        the time zone of the model's timestamps (None = naive)
     adapter.last_time(series_id)      -> pd.Timestamp | None: the last observation absorbed
-    adapter.apply(series_id, time, values: dict[str, float]) -> None: absorb one observation
+    adapter.apply(series_id, time, values: dict[str, float], future) -> None: absorb one observation
     adapter.forecast(series_id)       -> dict[str, list[float]]: the next H steps per target
     adapter.save(path)                -> dict: write the model and its state to `path` (one file),
                                          return small JSON-able extras kept in the checkpoint
@@ -84,8 +84,10 @@ class SingleSeriesAdapter:
         self.model = forecaster
         self.horizon = forecaster.horizon
         self.freq = as_offset(forecaster.freq_)  # a Timedelta in files of tsessm 0.3 and older
-        self.columns = list(forecaster.columns_)
+        self.columns = forecaster.observed_columns  # calendar features come from the time
+        self.known_ahead = forecaster.known_ahead_columns  # a record's "future" field carries these
         self.targets = list(forecaster.target_columns_)
+        self.future: Any = None  # the last record's known-ahead values, (horizon, F)
         self.tz = forecaster.last_index_.tz
         self.index_name = forecaster.last_index_.name
         self.served: Any = UNSET  # the first series id seen (None without --id-col), UNSET before it
@@ -108,16 +110,17 @@ class SingleSeriesAdapter:
         self._check(series_id)
         return self.model.last_index_[0]
 
-    def apply(self, series_id: SeriesId, time: pd.Timestamp, values: dict[str, float]) -> None:
+    def apply(self, series_id: SeriesId, time: pd.Timestamp, values: dict[str, float], future: Any = None) -> None:
         self._check(series_id)
         try:  # `observe` validates before it changes anything (the fast one-row path)
-            self.model.observe([values[c] for c in self.columns], time)
+            self.model.observe([values[c] for c in self.columns], time, future=future)
         except (ValueError, TypeError) as exc:
             raise RecordError(str(exc)) from None
+        self.future = future
 
     def forecast(self, series_id: SeriesId) -> dict[str, list[float]]:
         self._check(series_id)
-        out = self.model.current_forecast()  # predict() without the frame around it
+        out = self.model.current_forecast(self.future)  # predict() without the frame around it
         return {t: out[:, j].tolist() for j, t in enumerate(self.targets)}
 
     def save(self, path: str | Path) -> dict:
@@ -143,6 +146,7 @@ class PanelAdapter:
         self.horizon = panel.model_.horizon
         self.freq = as_offset(panel.freq_)
         self.columns = list(panel.columns_)
+        self.known_ahead: list[str] = []  # a panel takes no future covariates
         self.targets = list(panel.target_columns_)
         self.tz = getattr(panel.last_time_[0], "tz", None)
 
@@ -158,7 +162,7 @@ class PanelAdapter:
         row = self.row(series_id)
         return None if row is None else self.panel.last_time_[row]
 
-    def apply(self, series_id: SeriesId, time: pd.Timestamp, values: dict[str, float]) -> None:
+    def apply(self, series_id: SeriesId, time: pd.Timestamp, values: dict[str, float], future: Any = None) -> None:
         row = self.row(series_id)
         if row is None:
             raise RecordError(f"series id {series_id!r} is unknown to this panel model; give it a history first")

@@ -5,6 +5,7 @@ import math
 import re
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(?:$|[T ]\d{2}:\d{2})")
@@ -12,6 +13,28 @@ _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(?:$|[T ]\d{2}:\d{2})")
 
 class BadRecord(Exception):
     """A malformed record: the message says which field and why."""
+
+
+FUTURE_FIELD = "future"  # a record's known-ahead values: {"promo": [next `horizon` values], ...}
+
+
+def known_ahead(fields: dict, names: Sequence[str], horizon: int) -> np.ndarray | None:
+    """The record's `future` field as (horizon, len(names)) floats, or None when the model needs
+    none. A model with future covariates needs, in every record, their values at the `horizon`
+    steps after the record's time: {"future": {"promo": [v1, ..., vH]}} (JSON records)."""
+    if not names:
+        return None
+    given = fields.get(FUTURE_FIELD)
+    if not isinstance(given, dict):
+        raise BadRecord(f"field {FUTURE_FIELD!r} must hold the next {horizon} values of {list(names)}, "
+                        f'e.g. {{"{FUTURE_FIELD}": {{"{names[0]}": [...{horizon} numbers]}}}}, got {given!r}')
+    out = np.empty((horizon, len(names)))
+    for j, name in enumerate(names):
+        values = given.get(name)
+        if not isinstance(values, list) or len(values) != horizon:
+            raise BadRecord(f"field {FUTURE_FIELD!r}: {name!r} must be a list of the next {horizon} values, got {values!r}")
+        out[:, j] = [number(f"{FUTURE_FIELD}.{name}", v) for v in values]
+    return out
 
 
 def convert(fields: dict, *, time_col: str, id_col: str | None, columns: Sequence[str],

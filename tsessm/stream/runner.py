@@ -29,7 +29,7 @@ from tsessm.stream.adapters import RecordError, StreamAdapter, class_path, load_
 from tsessm.stream.checkpoint import CheckpointError, CheckpointStore
 from tsessm.stream.counters import Counters, SeriesState, StreamResult
 from tsessm.stream.grid import steps_between
-from tsessm.stream.records import BadRecord, convert
+from tsessm.stream.records import BadRecord, convert, known_ahead
 from tsessm.stream.reload import (DEFAULT_HISTORY_ROWS, History, Reloader, alias_of, parse_duration,
                                   resolve_model_uri)
 from tsessm.stream.signals import install_signals
@@ -131,8 +131,8 @@ class _Runner:
         self.counters.bad += 1
         self.log(f"{message} (skipped)")
 
-    def _apply(self, sid: Any, ts: pd.Timestamp, values: dict[str, float], filled: bool) -> None:
-        self.adapter.apply(sid, ts, values)
+    def _apply(self, sid: Any, ts: pd.Timestamp, values: dict[str, float], filled: bool, future: Any = None) -> None:
+        self.adapter.apply(sid, ts, values, future)
         if self.history is not None:
             self.history.add(sid, ts, values)
         series = self.series.get(sid)
@@ -162,25 +162,26 @@ class _Runner:
             return self._bad(record.line, f"{type(exc).__name__}: {exc}")
         if plan is None:
             return None
-        sid, ts, values, fills = plan
+        sid, ts, values, fills, future = plan
         try:
             if fills:  # the filled steps stay applied even if the record itself is then refused
                 previous = dict(zip(self.adapter.columns, self.series[sid].last_values))
-                for t in fills:
-                    self._apply(sid, t, previous, filled=True)
-            self._apply(sid, ts, values, filled=False)
+                for t in fills:  # (their forecasts use the record's known-ahead values, the latest there are)
+                    self._apply(sid, t, previous, filled=True, future=future)
+            self._apply(sid, ts, values, filled=False, future=future)
         except RecordError as exc:
             return self._bad(record.line, str(exc))
         return None
 
-    def _plan(self, record: Record) -> tuple[Any, pd.Timestamp, dict[str, float], list[pd.Timestamp]] | None:
-        """(series id, time, values, the timestamps to forward-fill first), or None when the record
-        was handled here (bad, or a replay)."""
+    def _plan(self, record: Record) -> tuple[Any, pd.Timestamp, dict[str, float], list[pd.Timestamp], Any] | None:
+        """(series id, time, values, the timestamps to forward-fill first, the known-ahead values),
+        or None when the record was handled here (bad, or a replay)."""
         if record.error is not None:
             return self._bad(record.line, record.error)
         try:
             sid, ts, values = convert(record.fields, time_col=self.time_col, id_col=self.id_col,
                                       columns=self.adapter.columns, tz=self.adapter.tz)
+            future = known_ahead(record.fields, self.adapter.known_ahead, self.adapter.horizon)
         except BadRecord as exc:
             return self._bad(record.line, str(exc))
         try:
@@ -211,7 +212,7 @@ class _Runner:
                     return self._bad(record.line, f"gap: {where}, and this stream has no earlier observation "
                                                   "of the series to forward-fill from")
                 fills = [last + j * freq for j in range(1, k)]
-        return sid, ts, values, fills
+        return sid, ts, values, fills, future
 
     # ----- model hand-over ------------------------------------------------------------------
     def reload(self) -> None:
