@@ -20,7 +20,7 @@ def _listed(help_text: str) -> set[str]:
 
 
 def test_every_command_module_has_the_interface():
-    assert len(set(NAMES)) == len(NAMES) == 9
+    assert len(set(NAMES)) == len(NAMES) == 10
     for command in COMMANDS:
         assert isinstance(command.NAME, str) and callable(command.add_parser) and callable(command.run), command
 

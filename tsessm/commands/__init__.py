@@ -11,8 +11,8 @@ Adding a parser is light (argparse only): a command imports torch, pandas, MLflo
 exception into one line and an exit status, the same way for all commands; `options` holds the
 options several commands share.
 """
-from tsessm.commands import backtest, bench, demo, predict, retrain, schedule, stream, train, tune
+from tsessm.commands import backtest, bench, demo, predict, retrain, schedule, serve, stream, train, tune
 
-COMMANDS = (train, backtest, predict, demo, stream, tune, retrain, schedule, bench)
+COMMANDS = (train, backtest, predict, demo, stream, serve, tune, retrain, schedule, bench)
 
 __all__ = ["COMMANDS"]
