@@ -44,6 +44,12 @@ more:
       # follow a growing file until SIGINT/SIGTERM (a clean stop writes a checkpoint)
   producer | tsessm stream --model model.tsm --input - --id-col sensor --checkpoint ckpt/ --on-bad-record skip
       # JSON lines such as {"sensor": "a", "time": "2024-01-13T12:00:00", "load": 1.27, "temp": 0.31}
+  tsessm stream --model panel.tsm --id-col sensor --checkpoint ckpt0/ --partition 0/2 \
+      --input 'redis://127.0.0.1:6379/0?stream=obs&partitions=4&group=fcst' \
+      --output 'redis://127.0.0.1:6379/0?stream=forecasts'
+      # runner 0 of 2 over a Redis stream partitioned by series id (obs:0..obs:3, see
+      # tsessm.stream.broker.publish); entries are acknowledged after the checkpoint that includes
+      # them, and a restart re-reads its pending ones first. Runner 1 runs with --partition 1/2.
   tsessm stream --model models:/load-essm@champion --reload-every 5m --input live.csv --follow --checkpoint ckpt/
       # hand over to a newly promoted champion without losing the stream position: every 5 minutes
       # the alias is resolved; a new version absorbs the last --history-rows observations after the
@@ -72,10 +78,12 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the `stream` options to a parser."""
     p.add_argument("--model", required=True, metavar="PATH",
                    help="a model file written by `tsessm train` / save(), or models:/NAME@alias (not read when resuming from --checkpoint)")
-    p.add_argument("--input", required=True, metavar="PATH|-",
-                   help="CSV with a header or JSON lines; - reads stdin")
-    p.add_argument("--output", default="-", metavar="PATH|-",
-                   help="where the JSON lines go: - for stdout (default), or a file (appended to)")
+    p.add_argument("--input", required=True, metavar="PATH|-|URL",
+                   help="CSV with a header or JSON lines; - reads stdin; redis://HOST:PORT/DB?stream=KEY reads "
+                        "a Redis stream in a consumer group (see --partition)")
+    p.add_argument("--output", default="-", metavar="PATH|-|URL",
+                   help="where the JSON lines go: - for stdout (default), a file (appended to), or "
+                        "redis://HOST:PORT/DB?stream=KEY (one entry per line: id, time, data)")
     p.add_argument("--checkpoint", required=True, metavar="DIR",
                    help="checkpoint directory; an existing checkpoint there is resumed")
     p.add_argument("--checkpoint-every", type=positive_int_arg, default=100, metavar="N",
@@ -99,6 +107,14 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="with --follow: stop cleanly after this long without a new line")
     p.add_argument("--format", choices=["auto", "csv", "jsonl"], default="auto",
                    help="input format (default auto: by file extension, else a first line starting with { is JSON lines)")
+    broker = p.add_argument_group("broker input (--input redis://...; these override the URL's parameters)")
+    broker.add_argument("--group", metavar="NAME", help="the consumer group (default tsessm)")
+    broker.add_argument("--consumer", metavar="NAME",
+                        help="this runner's consumer name (default runner-I); keep it across restarts")
+    broker.add_argument("--partitions", type=positive_int_arg, metavar="P",
+                        help="the producer's partition streams KEY:0..KEY:P-1 (default 1: KEY itself)")
+    broker.add_argument("--partition", metavar="I/N",
+                        help="this runner is I of N (from 0): it owns the partitions p with p %% N == I (default 0/1)")
     p.add_argument("--reload-every", type=duration_arg, metavar="DURATION",
                    help="with --model models:/NAME@alias: every DURATION (30s, 5m, 1h; checked between records) "
                         "look up the alias and hand over to a newly promoted version at the current position")
@@ -117,8 +133,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """0 at the end of the input or a clean stop; 1 when a bad record or a gap stops the stream;
     a stream that cannot start (bad arguments, a missing model, an unusable checkpoint) is a UsageError."""
-    if args.idle_timeout is not None and not args.follow:
-        raise UsageError("--idle-timeout needs --follow")
+    from tsessm.stream.broker import is_broker_url, parse_part  # light: redis loads only for a broker URL
+
+    broker_in = is_broker_url(args.input)
+    if args.idle_timeout is not None and not (args.follow or broker_in):
+        raise UsageError("--idle-timeout needs --follow or a broker --input")
+    given = [f"--{k}" for k in ("group", "consumer", "partitions", "partition") if getattr(args, k) is not None]
+    if given and not broker_in:
+        raise UsageError(f"{', '.join(given)} need{'s' if len(given) == 1 else ''} a broker --input (redis://...)")
+    if args.partition is not None:
+        try:
+            parse_part(args.partition)
+        except ValueError as exc:
+            raise UsageError(f"--partition: {exc}") from None
     try:
         delay = float(os.environ.get(TEST_DELAY_ENV) or 0)
     except ValueError:
@@ -128,12 +155,24 @@ def run(args: argparse.Namespace) -> int:
     from tsessm.stream.sources import open_source
 
     try:
+        output = args.output
         try:
-            source = open_source(args.input, fmt=args.format, follow=args.follow, idle_timeout=args.idle_timeout)
+            if broker_in:
+                from tsessm.stream.broker import RedisStreamSource
+
+                source = RedisStreamSource(args.input, group=args.group, consumer=args.consumer,
+                                           partitions=args.partitions, part=args.partition,
+                                           idle_timeout=args.idle_timeout)
+            else:
+                source = open_source(args.input, fmt=args.format, follow=args.follow, idle_timeout=args.idle_timeout)
+            if is_broker_url(output):
+                from tsessm.stream.broker import RedisStreamSink
+
+                output = RedisStreamSink(output)
         except (OSError, ValueError) as exc:
             raise StreamSetupError(str(exc)) from None
         result = run_stream(
-            args.model, source, args.output, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
+            args.model, source, output, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
             time_col=args.time_col, id_col=args.id_col, gap=args.gap, on_bad_record=args.on_bad_record,
             emit_every=args.emit_every, handle_signals=True, record_delay=delay,
             reload_every=args.reload_every, history_rows=args.history_rows,

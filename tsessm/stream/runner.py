@@ -122,6 +122,9 @@ class _Runner:
         attachments = {"history": self.history.dumps()} if self.history is not None else None
         self.store.write(self.adapter, class_path(self.adapter), state, self.seq, attachments)
         self.since_checkpoint = 0
+        commit = getattr(self.source, "commit", None)
+        if commit is not None:  # a broker source: acknowledge what this checkpoint includes
+            commit(self.line)
 
     # ----- records --------------------------------------------------------------------------
     def _bad(self, line: int, message: str) -> None:
@@ -362,6 +365,9 @@ def run_stream(
             out = open_sink(sink)
         except (OSError, ValueError, TypeError) as exc:
             raise StreamSetupError(str(exc)) from None
+        if store is None and getattr(src, "commit", None) is not None:
+            raise StreamSetupError("a broker source needs a checkpoint: its entries are acknowledged only "
+                                   "after a checkpoint includes them")
     except BaseException:
         if store is not None:
             store.unlock()
@@ -394,8 +400,12 @@ def run_stream(
         except BrokenPipeError:
             status, message = "output_closed", "the output was closed (broken pipe); the last checkpoint stands"
         finally:
-            if store is not None:
-                store.unlock()
+            try:
+                if hasattr(src, "close"):  # a broker source releases its partitions
+                    src.close()
+            finally:
+                if store is not None:
+                    store.unlock()
     return StreamResult(status=status, message=message, counters=runner.counters, line=runner.line,
                         adapter=runner.adapter, resumed=manifest is not None, lines=getattr(out, "lines", None),
                         model_version=runner.model_version, switches=runner.switches,

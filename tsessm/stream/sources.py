@@ -6,7 +6,8 @@ converts and checks the fields; a source only reads.
 
 File sources are positional: `skip_until = N` makes them skip records on lines <= N (the
 restart position of a checkpoint). Stdin and iterables are not: after a restart the runner
-skips their replayed records by timestamp instead.
+skips their replayed records by timestamp instead. Broker sources (Redis Streams consumer
+groups) live in `tsessm.stream.broker`; `open_source` passes them through.
 """
 from __future__ import annotations
 
@@ -201,8 +202,8 @@ def _parse_csv(lineno: int, text: str, header: list[str]) -> Record:
 def open_source(input: Any, *, fmt: str = "auto", follow: bool = False,
                 idle_timeout: float | None = None, poll: float = 0.1) -> Any:
     """A source for `input`: "-" (stdin), a file path, a binary stream or an iterable of dicts."""
-    if isinstance(input, (DictSource, LineSource)):
-        return input
+    if isinstance(input, (DictSource, LineSource)) or callable(getattr(input, "commit", None)):
+        return input  # a source already (a broker source: tsessm.stream.broker)
     if isinstance(input, (str, os.PathLike)):
         if str(input) == "-":
             if follow:
