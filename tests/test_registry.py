@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.exceptions import MlflowException
 
 import tsessm
 from servers import free_port, post_json, server_env, stop, wait_for
@@ -44,6 +46,7 @@ def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("registry")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlruns.db")
+        mp.setenv("TSESSM_CACHE_DIR", str(root / "cache"))  # the wheel each logged model carries
         mp.chdir(root)
         data = _frame()
         train, new = data.iloc[:190], data.iloc[190:195]
@@ -79,6 +82,11 @@ def test_pyfunc_matches_in_process_and_never_mutates(store, key):
         assert out["time"].tolist() == [t.isoformat() for t in updated.predict().index]
         np.testing.assert_allclose(_values(out), _values(updated.predict()), rtol=0, atol=1e-9)
     np.testing.assert_allclose(_values(pyfunc.predict(new)), _values(updated.predict()), rtol=0, atol=1e-9)
+    # ISO strings pass the schema in process too (as over HTTP), tz-aware stamps as well
+    iso = rows.assign(time=[t.isoformat() for t in rows["time"]])
+    np.testing.assert_allclose(_values(pyfunc.predict(iso)), _values(updated.predict()), rtol=0, atol=1e-9)
+    utc = rows.assign(time=rows["time"].dt.tz_localize("UTC"))
+    np.testing.assert_allclose(_values(pyfunc.predict(utc)), _values(updated.predict()), rtol=0, atol=1e-9)
     np.testing.assert_allclose(_values(pyfunc.predict(pd.DataFrame())), _values(model.predict()), atol=1e-9)
 
     # fh by params or by an fh-only column
@@ -87,9 +95,17 @@ def test_pyfunc_matches_in_process_and_never_mutates(store, key):
     np.testing.assert_allclose(_values(out), _values(updated.predict(fh=[2, 4])), rtol=0, atol=1e-9)
     assert pyfunc.predict(pd.DataFrame({"fh": [3]}))["step"].tolist() == [3]
 
-    # bad input is an error naming the problem, not a silent forecast
-    with pytest.raises(Exception, match="starts at"):
-        pyfunc.predict(rows.iloc[1:])  # leaves a gap after the logged state
+    # bad input is an error naming the problem, not a silent forecast, and with no traceback or path
+    bad_frames = {"starts at": rows.iloc[1:],  # leaves a gap after the logged state
+                  "does not parse as timestamps": iso.assign(time=["soon"] * len(iso)),
+                  "missing \\['temp'\\]": rows.drop(columns="temp")}
+    for pattern, frame in bad_frames.items():
+        with pytest.raises(MlflowException, match=pattern) as bad:
+            pyfunc.predict(frame)
+        assert bad.value.error_code == "INVALID_PARAMETER_VALUE"
+        message = str(bad.value)
+        assert "Traceback" not in message and 'File "' not in message and ".py" not in message
+        assert bad.value.__cause__ is None and bad.value.__suppress_context__
 
 
 def test_load_forecaster_and_alias_moves(store, tmp_path):
@@ -184,8 +200,12 @@ def test_serve_invocations_match_in_process(store):
         rows = [[t.isoformat(), *map(float, v)] for t, v in zip(new.index, new[TARGETS].to_numpy())]
         split = {"dataframe_split": {"columns": ["time", *TARGETS], "data": rows}}
         records = {"dataframe_records": [dict(zip(["time", *TARGETS], r)) for r in rows]}
+        in_process = mlflow.pyfunc.load_model("models:/tsessm-essm@champion").predict(
+            pd.DataFrame(rows, columns=["time", *TARGETS]))  # the same ISO strings, in process
         for payload in (split, records, split):
             got = pd.DataFrame(post_json(url, payload)["predictions"])
+            pd.testing.assert_frame_equal(got[["time", "step"]], in_process[["time", "step"]], check_dtype=False)
+            np.testing.assert_allclose(_values(got), _values(in_process), rtol=0, atol=1e-6)
             assert got["time"].tolist() == [t.isoformat() for t in expected.index]
             assert got["step"].tolist() == [1, 2, 3, 4]
             np.testing.assert_allclose(_values(got), _values(expected), rtol=0, atol=1e-6)
@@ -195,6 +215,9 @@ def test_serve_invocations_match_in_process(store):
         with pytest.raises(urllib.error.HTTPError) as bad:
             post_json(url, {"dataframe_split": {"columns": ["time", "load"], "data": [r[:2] for r in rows]}})
         assert bad.value.code == 400
+        body = json.loads(bad.value.read())  # the problem named, no stack trace or file paths
+        assert "missing ['temp']" in body["message"] and "stack_trace" not in body
+        assert "Traceback" not in body["message"] and ".py" not in body["message"]
     finally:
         stop(proc)
 

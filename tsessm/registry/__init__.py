@@ -28,11 +28,17 @@ Aliases (``champion``, ``challenger``, ...) name versions; stages are not used (
 MLflow). Which store: ``$MLFLOW_TRACKING_URI`` (or ``$MLFLOW_REGISTRY_URI``), else tsessm's
 default ``sqlite:///mlruns.db`` (see `tsessm.tracking`).
 
-Serving needs tsessm importable in the serving environment (installed, or on PYTHONPATH):
-``mlflow models serve -m models:/NAME@champion --env-manager local``.
+A logged model installs: its artifacts hold a wheel of the tsessm that logged it, and its
+requirements.txt (exact pins of tsessm's dependencies, then ``artifacts/tsessm-<version>+g<hash>-...whl``)
+installs it, so ``mlflow models serve -m models:/NAME@champion --env-manager virtualenv`` (or ``uv``)
+builds an environment that needs nothing else; ``--env-manager local`` uses the tsessm installed
+where it runs. Time columns are declared ``Any`` in the signature: ISO strings, naive or tz-aware
+datetimes pass the schema in process and over HTTP alike, and the model parses them. Bad input is an
+`MlflowException` (HTTP 400) whose message names the problem, never a traceback.
 
 Modules: `frames` (new observations in, the forecast frame out), `pyfunc` (the served model and
-`log_model`), `client` (the MLflow client, versions and aliases), `loading` (`load_forecaster`).
+`log_model`), `wheel` (the wheel a logged model carries), `client` (the MLflow client, versions and
+aliases), `loading` (`load_forecaster`).
 MLflow loads with the pyfunc's names, on first use (PEP 562): `tsessm.tracking` takes
 `load_forecaster` from here, and a plain model file loads without MLflow.
 """

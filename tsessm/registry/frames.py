@@ -156,7 +156,10 @@ def _panel_forecast(panel: PanelForecaster, frame: pd.DataFrame, fh: list[int] |
         if panel.id_col not in data.columns or time_col is None:
             raise ValueError(f"panel observations need the columns {panel.id_col!r} and a time column")
         data = data.rename(columns={time_col: panel.time_col})
-        data[panel.time_col] = pd.to_datetime(data[panel.time_col])
+        try:
+            data[panel.time_col] = pd.to_datetime(data[panel.time_col])
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"column {time_col!r} does not parse as timestamps ({exc})") from None
         panel = copy.deepcopy(panel)
         panel.update(data)
     forecast = panel.predict(fh=fh)
