@@ -219,7 +219,10 @@ def test_downloads_can_be_switched_off(server, cache, monkeypatch):
     monkeypatch.setenv(D.DATA_CACHE_ENV_VAR, str(cache.parent / "own"))
     assert D.cache_dir() == cache.parent / "own"
     monkeypatch.delenv(D.DATA_CACHE_ENV_VAR)
-    assert D.get_spec("ETTh1").url in message
+    assert f"from the mirror {server.url} into" in message
+    with pytest.raises(FileNotFoundError) as err:
+        D.load("ETTh1")
+    assert f"from {D.get_spec('ETTh1').url} into" in str(err.value)
     assert server.seen == []
     assert D.load("ETTh1", base_url=server.url, download=True).shape == (17420, 7)  # the argument wins
 
@@ -290,3 +293,19 @@ def test_convert_lstnet_electricity():
     with pytest.raises(ValueError, match=r"shape \(30, 321\), expected \(26304, 321\)"):
         D.convert_lstnet_electricity(raw)
     assert pd.date_range(D.ECL_START, periods=26304, freq="h")[-1] == pd.Timestamp("2014-12-31 23:00")
+
+
+def test_demo_on_a_machine_without_the_files_downloads_them(server, cache, tmp_path, monkeypatch, capsys):
+    from tsessm.cli import main
+
+    server.files["/ETTh1.csv"] = ETTH1
+    out = tmp_path / "demo"
+    monkeypatch.setenv(D.OFFLINE_ENV_VAR, "1")
+    assert main(["demo", "--no-track", "--out-dir", str(out), "--models", "naive"]) == 1
+    err = capsys.readouterr().err
+    assert "--data-dir" in err and D.URL_ENV_VAR in err and "downloads are off" in err and not out.exists()
+    monkeypatch.delenv(D.OFFLINE_ENV_VAR)
+    monkeypatch.setenv(D.URL_ENV_VAR, server.url)
+    assert main(["demo", "--no-track", "--out-dir", str(out), "--models", "naive"]) == 0
+    assert f"downloading ETTh1 from {server.url}/ETTh1.csv" in capsys.readouterr().err
+    assert server.seen == ["/ETTh1.csv"] and (cache / "ETTh1.csv").is_file() and (out / "metrics.csv").is_file()

@@ -267,18 +267,19 @@ def _first(spec: DatasetSpec, dirs: list[Path]) -> Path | None:
     return None
 
 
-def _missing_message(spec: DatasetSpec, dirs: list[Path], reason: str) -> str:
+def _missing_message(spec: DatasetSpec, dirs: list[Path], reason: str, base_url: str | None = None) -> str:
     searched = "\n".join(f"  - {d}" for d in dirs)
+    base_url = base_url or os.environ.get(URL_ENV_VAR) or None
+    source = f"the mirror {base_url}" if base_url else (spec.url or "its public source")
     return (
         f"dataset {spec.name!r}: neither {spec.file} nor {spec.file}.gz was found, and {reason}.\n"
         f"Folders searched, in order:\n{searched}\n"
         f"Put the file into one of them (the project's datasets/ folder is git-ignored for "
         f"raw files), set {ENV_VAR}=/path/to/folder, or pass --data-dir on the command line (data_dir=... "
         f"in Python).\n"
-        f"Downloads: a missing file is fetched once from {spec.url or 'its public source'} into "
-        f"the cache {cache_dir()} ({DATA_CACHE_ENV_VAR} or {CACHE_ENV_VAR} move it); set {URL_ENV_VAR}=https://your.mirror/folder "
-        f"(base_url=... in Python) to fetch {spec.file} or {spec.file}.gz from a mirror instead, "
-        f"or {OFFLINE_ENV_VAR}=1 (download=False) to never download.\n"
+        f"Downloads go from {source} into {cache_dir()}; {URL_ENV_VAR}=https://your.mirror/folder "
+        f"(base_url=...) fetches {spec.file} or {spec.file}.gz from a mirror, {OFFLINE_ENV_VAR}=1 "
+        f"(download=False) never downloads.\n"
         f"Where to get it: {spec.published}."
     )
 
@@ -293,11 +294,11 @@ def _find(spec: DatasetSpec, data_dir: str | os.PathLike | None, download: bool 
         download = not _offline()
     if not download:
         raise FileNotFoundError(_missing_message(
-            spec, dirs, f"downloads are off (download=False or {OFFLINE_ENV_VAR}=1)"))
+            spec, dirs, f"downloads are off (download=False or {OFFLINE_ENV_VAR}=1)", base_url))
     try:
         return fetch(spec.name, base_url=base_url)
     except DownloadError as err:
-        raise DownloadError(_missing_message(spec, dirs, f"the download failed: {err}")) from err
+        raise DownloadError(_missing_message(spec, dirs, f"the download failed: {err}", base_url)) from err
 
 
 def _record_path(path: Path) -> Path:
