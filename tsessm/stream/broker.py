@@ -223,14 +223,14 @@ class BrokerSource:
                     return
                 wait = min(wait, left)
             batch = self._fetch(wait)
-            if batch:
-                last_data = time.monotonic()
             for partition, message_id, fields in batch:
                 record = self._deliver(partition, message_id, fields)
                 if record is not None:
                     yield record
                 if self.stopper.is_set():  # the rest of the batch stays pending: read again next start
                     return
+            if batch:  # idle means waiting with nothing to read: the clock starts after the batch
+                last_data = time.monotonic()
 
     def _deliver(self, partition: Any, message_id: Any, fields: Any) -> Record | None:
         if fields is None:  # deleted from the stream (trimmed) while pending: nothing to apply
