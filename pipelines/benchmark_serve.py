@@ -134,7 +134,9 @@ def run_load(model: Path, workdir: Path, clients: int, per_client: int, every: i
         elapsed = time.perf_counter() - t0
         flat = [x for per in latencies for x in per]
 
-        # checks: nothing lost, nothing doubled
+        # checks: nothing lost, nothing doubled (a new connection: the idle one met the keep-alive timeout)
+        warm.close()
+        warm = http.client.HTTPConnection(host, port, timeout=60)
         status, every_forecast = request(warm, "GET", "/forecast")
         last = {f["id"]: f["time"] for f in every_forecast["forecasts"]}
         want_last = {f"s{k}": record(k, per_client - 1)["time"] for k in range(clients)}

@@ -142,6 +142,8 @@ def build_app(service: ForecastService, *, token: str | None = None, max_body_by
             payload = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise Refused(400, f"the body is not JSON ({exc})") from None
+        except RecursionError:
+            raise Refused(400, "the body is JSON nested too deeply") from None
         records = payload.get("records") if isinstance(payload, dict) else payload
         if not isinstance(records, list):
             raise Refused(422, 'the body must be {"records": [record, ...]} or a JSON list of records')
