@@ -19,11 +19,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from statsmodels.tsa.statespace.kalman_filter import MEMORY_CONSERVE, MEMORY_NO_PREDICTED_MEAN
+from scipy.stats import norm
 from statsmodels.tsa.statespace.sarimax import SARIMAX
 from tqdm.auto import tqdm
 
 from tsessm import persist
 from tsessm.forecasters.base import BaseForecaster
+from tsessm.intervals import gaussian_offsets
 
 TRENDS = ("n", "c")
 # Keep only the predicted state means when filtering a whole series (memory stays O(T * m)).
@@ -93,6 +95,24 @@ class _TargetFit:
     def forecast(self, horizon: int) -> np.ndarray:
         W, g = self.horizon_maps(horizon)
         return W @ self.state + g
+
+    def forecast_std(self, horizon: int, state_cov: np.ndarray | None = None) -> np.ndarray:
+        """Standard deviations of the 1..horizon-step forecasts from the predicted state
+        covariance (default: after the last row seen): sqrt(Z P_h Z' + H), P_{h+1} = T P_h T' + RQR'."""
+        P = self.state_cov if state_cov is None else state_cov
+        out = np.empty(horizon)
+        for h in range(horizon):
+            out[h] = self.design @ P @ self.design + self.obs_var
+            P = self.transition @ P @ self.transition.T + self.state_noise
+        return np.sqrt(np.maximum(out, 0.0))
+
+    def window_cov(self, lookback: int) -> np.ndarray:
+        """The predicted state covariance after filtering `lookback` rows from the initial state
+        (the windowed backtest's; it does not depend on the rows' values)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = self.model(np.zeros(lookback)).ssm.filter()
+        return np.array(out.predicted_state_cov[:, :, -1])
 
     def absorbed(self, ys: np.ndarray, exog: np.ndarray | None = None) -> "_TargetFit":
         """This fit with the Kalman filter advanced over `ys` (parameters unchanged)."""
@@ -226,6 +246,8 @@ class ARIMAForecaster(BaseForecaster):
     applied to every window with one matrix product.
     """
 
+    INTERVALS = "gaussian"  # from the Kalman covariance, as statsmodels' get_forecast().conf_int()
+
     def __init__(
         self,
         horizon: int = 24,
@@ -311,6 +333,19 @@ class ARIMAForecaster(BaseForecaster):
 
     def _future_effect(self, future: np.ndarray, steps: np.ndarray) -> np.ndarray:
         return np.stack([future @ fit.exog_coef for fit in self.fits_], axis=1)
+
+    # ----- uncertainty: Gaussian, from the Kalman covariance (statsmodels' conf_int) ---------------
+    def forecast_std(self, lookback: int | None = None) -> np.ndarray:
+        """(H, k) standard deviations of the forecasts after the last row seen, or (lookback given)
+        of a windowed forecast from `lookback` rows."""
+        return np.stack([fit.forecast_std(self.horizon, None if lookback is None else fit.window_cov(lookback))
+                         for fit in self.fits_], axis=1)
+
+    def _static_half_width(self, coverage: float, lookback: int | None = None) -> np.ndarray:
+        return norm.ppf((1 + coverage) / 2) * self.forecast_std(lookback)
+
+    def _quantile_offsets(self, alpha: np.ndarray, lookback: int | None = None) -> np.ndarray:
+        return gaussian_offsets(self.forecast_std(lookback), alpha)
 
     def _search(self, ys: np.ndarray, exog: np.ndarray | None) -> tuple[list[_TargetFit], list[dict]]:
         """order="auto": d by KPSS, then the (p, q) with the lowest AIC, per target."""

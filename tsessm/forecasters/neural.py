@@ -158,6 +158,11 @@ class NeuralForecaster(BaseForecaster):
         n_val = int(n_rows * self.validation_fraction)
         return n_rows - n_val if n_val > self.horizon and n_rows - n_val >= self._min_length() else n_rows
 
+    def _calibration_start(self, n_rows: int) -> int:
+        """The intervals calibrate on the tail held out for early stopping, when there is one."""
+        n_train = self.train_rows(n_rows)
+        return n_train - 1 if n_train < n_rows else super()._calibration_start(n_rows)
+
     def fit_scaled(self, segments: list[tuple[np.ndarray, int]], target_idx: list[int]) -> None:
         """Build and train the net on scaled series: each segment is (xs (T_i, C) float32, n_train_i);
         rows past n_train_i are validation rows of that series. Sets `net_`, `device_`,

@@ -1,0 +1,143 @@
+"""Forecast uncertainty from residuals: split-conformal calibration and online recalibration.
+
+Calibration (`Calibration.from_residuals`): the residuals actual - forecast of held-out
+forecasts, per horizon step and target, summarised as a quantile table (signed residuals, for
+`predict_quantiles`) and the sorted absolute residuals' quantiles (for symmetric intervals).
+A split-conformal interval of coverage c is forecast +- the ceil((n + 1) c)-th smallest absolute
+residual of the n calibration forecasts: it covers a new value with probability >= c when
+residuals are exchangeable.
+
+Online recalibration (`CoverageTracker`): a stream is not exchangeable -- its variance drifts.
+The tracker keeps, per horizon step and target, a half-width q and updates it when the value a
+forecast was made for arrives (Angelopoulos, Candes & Tibshirani 2023, "conformal PID control",
+its quantile-tracking part; the score-space form of adaptive conformal inference, Gibbs & Candes
+2021): q += eta * (miss - (1 - c)). Misses widen it, hits narrow it, so the long-run miss rate
+is 1 - c whatever the drift, at O(H k) work per observation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import norm
+
+from tsessm import persist
+
+LEVELS = np.linspace(0.0, 1.0, 401)  # the quantile table's levels (0.25 % apart)
+
+
+def check_coverage(coverage: float) -> float:
+    if isinstance(coverage, bool) or not isinstance(coverage, (int, float)) or not 0 < coverage < 1:
+        raise ValueError(f"coverage must be a number in (0, 1), e.g. 0.9, got {coverage!r}")
+    return float(coverage)
+
+
+def check_alpha(alpha) -> np.ndarray:
+    levels = np.atleast_1d(np.asarray(alpha, dtype=np.float64))
+    if levels.ndim != 1 or len(levels) == 0 or not ((levels > 0) & (levels < 1)).all():
+        raise ValueError(f"alpha must be quantile levels in (0, 1), e.g. (0.05, 0.5, 0.95), got {alpha!r}")
+    return levels
+
+
+@persist.allow
+@dataclass
+class Calibration:
+    """Held-out residuals summarised per horizon step and target.
+
+    signed: (len(LEVELS), H, k) quantiles of actual - forecast; absolute: the same of |actual -
+    forecast|; count: how many forecasts per step (n).
+    """
+
+    signed: np.ndarray
+    absolute: np.ndarray
+    count: int
+
+    @classmethod
+    def from_residuals(cls, residuals: np.ndarray) -> "Calibration":
+        """residuals: (n, H, k) actual - forecast at n held-out origins."""
+        if len(residuals) == 0:
+            raise ValueError("no held-out forecasts to calibrate the intervals on")
+        return cls(signed=np.quantile(residuals, LEVELS, axis=0, method="linear"),
+                   absolute=np.quantile(np.abs(residuals), LEVELS, axis=0, method="linear"),
+                   count=len(residuals))
+
+    def _level(self, q: np.ndarray) -> np.ndarray:
+        """The finite-sample conformal level: ceil((n + 1) q) / n, at most 1."""
+        return np.minimum(np.ceil((self.count + 1) * q) / self.count, 1.0)
+
+    def half_width(self, coverage: float) -> np.ndarray:
+        """Split-conformal half-width of the interval of `coverage`: (H, k)."""
+        return _interpolate(self.absolute, self._level(np.array([coverage])))[0]
+
+    def offsets(self, alpha: np.ndarray) -> np.ndarray:
+        """Quantile offsets from the forecast at levels alpha: (A, H, k)."""
+        upper = alpha >= 0.5  # conservative on both sides: the lower tail is mirrored
+        level = np.where(upper, self._level(alpha), 1 - self._level(1 - alpha))
+        return _interpolate(self.signed, np.clip(level, 0, 1))
+
+
+def _interpolate(table: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Rows of `table` (len(LEVELS), ...) at `levels`, linearly between the grid's levels."""
+    position = np.clip(levels, 0, 1) * (len(LEVELS) - 1)
+    low = np.floor(position).astype(int)
+    high = np.minimum(low + 1, len(LEVELS) - 1)
+    weight = (position - low).reshape(-1, *([1] * (table.ndim - 1)))
+    return table[low] * (1 - weight) + table[high] * weight
+
+
+def gaussian_offsets(std: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Quantile offsets of a normal forecast distribution: std (H, k) -> (A, H, k)."""
+    return norm.ppf(alpha)[:, None, None] * std[None]
+
+
+@persist.allow
+@dataclass
+class CoverageTracker:
+    """Online recalibration of one coverage level (see the module docstring).
+
+    half: (H, k) the current half-widths; step: (H, k) eta, the change per miss; pending:
+    (H, H, k) the point forecasts of the last H observations (row r: made r + 1 observations ago;
+    NaN where none was made), whose values are still arriving.
+    """
+
+    coverage: float
+    half: np.ndarray
+    step: np.ndarray
+    pending: np.ndarray
+
+    @classmethod
+    def start(cls, coverage: float, half: np.ndarray, rate: float = 0.05) -> "CoverageTracker":
+        """Start from the static half-widths `half` (H, k); eta = rate x that half-width."""
+        H, k = half.shape
+        scale = np.where(half > 0, half, np.maximum(half.max(), 1e-12))
+        return cls(coverage=coverage, half=half.astype(np.float64).copy(), step=rate * scale,
+                   pending=np.full((H, H, k), np.nan))
+
+    def observe(self, actual: np.ndarray, forecast: np.ndarray | None) -> None:
+        """The targets' new values `actual` (k,) arrived; `forecast` (H, k) is the one made after
+        them (None: none was made, e.g. inside a chunk update)."""
+        H = len(self.half)
+        steps = np.arange(H)
+        made = self.pending[steps, steps]  # the forecast made h + 1 observations ago, for now: (H, k)
+        known = ~np.isnan(made)
+        miss = (np.abs(actual[None] - made) > self.half) & known
+        self.half = np.maximum(self.half + self.step * np.where(known, miss - (1 - self.coverage), 0.0), 0.0)
+        self.pending = np.roll(self.pending, 1, axis=0)
+        self.pending[0] = np.nan if forecast is None else forecast
+
+
+def track_one_pass(forecasts: np.ndarray, actuals: np.ndarray, tracker: CoverageTracker) -> np.ndarray:
+    """The half-widths a stream's tracker would use at each origin of a one-pass backtest.
+
+    forecasts, actuals: (N, H, k) at consecutive origins (origin i + 1 is one row after origin i;
+    actuals[i, h] is the value at origin i + h + 1). The tracker is advanced as the values arrive,
+    so origin i's interval uses only values up to origin i. Returns (N, H, k).
+    """
+    tracker = CoverageTracker(tracker.coverage, tracker.half.copy(), tracker.step, tracker.pending.copy())
+    widths = np.empty_like(forecasts)
+    for i in range(len(forecasts)):
+        if i > 0:  # the row of origin i arrives: actuals[i - 1, 0] is its value
+            tracker.observe(actuals[i - 1, 0], None)
+        tracker.pending[0] = forecasts[i]  # the forecast made at origin i
+        widths[i] = tracker.half
+    return widths
