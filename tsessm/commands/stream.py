@@ -93,6 +93,9 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--gap", choices=["error", "ffill"], default="error",
                    help="a time more than one step after the last: stop (error, default) or apply the last "
                         "values for the missing steps first (ffill; their lines carry \"filled\": true)")
+    p.add_argument("--coverage", type=float, metavar="C",
+                   help="add the prediction interval of coverage C (e.g. 0.9) to every line as "
+                        '"interval": {target: {"lo": [...], "hi": [...]}}, recalibrated online as values arrive')
     p.add_argument("--max-fill", type=positive_int_arg, metavar="N",
                    help="with --gap ffill: the most missing steps one gap may fill (default: the model's horizon); "
                         "a longer gap is a bad record, so a mistyped timestamp cannot fill a year")
@@ -176,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
             time_col=args.time_col, id_col=args.id_col, gap=args.gap, on_bad_record=args.on_bad_record,
             emit_every=args.emit_every, handle_signals=True, record_delay=delay,
             reload_every=args.reload_every, history_rows=args.history_rows,
-            max_fill=args.max_fill, trust_pickle=args.trust_pickle,
+            max_fill=args.max_fill, trust_pickle=args.trust_pickle, coverage=args.coverage,
         )
     except StreamSetupError as exc:
         raise UsageError(str(exc)) from exc

@@ -282,7 +282,7 @@ class BaseForecaster(SavedModel, ABC):
             return None
         history = values if val_values is None else np.vstack([values, val_values])
         first = len(values) - 1 if val_values is not None else self._calibration_start(len(values))
-        lookback = getattr(self, "lookback", 1)
+        lookback = getattr(self, "lookback", None) or self._min_length()  # the backtest's default window
         origins = np.arange(max(first, lookback - 1), len(history) - self.horizon)
         streams = self.can_stream and mode == "one-pass" and self._has_one_pass()
         if len(origins) == 0 or not (streams or self.can_forecast_windows):

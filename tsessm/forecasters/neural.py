@@ -400,6 +400,11 @@ class NeuralForecaster(BaseForecaster):
         Returns (the forecast after the last row (H, k), scaled, on `device_`; the new state)."""
         return self._advance(self._tensor(xs), state)
 
+    def one_pass_scaled(self, xs: np.ndarray, origins: np.ndarray) -> np.ndarray:
+        """One pass over one series' scaled rows xs (T, C) from the zero state: the scaled
+        forecasts at rows `origins`, (len(origins), H, k)."""
+        return self._stream_forecasts(self._tensor(xs), origins).cpu().numpy()
+
     def step_scaled(self, x: np.ndarray, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         """One engine step of n series: scaled rows x (n, C) float32 -> (anchored forecasts (n, H, k),
         new state), the numpy twin of `net.step` followed by `_anchor`."""

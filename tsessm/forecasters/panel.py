@@ -20,6 +20,7 @@ from tsessm.data import as_offset, check_magnitudes, freq_name, resolve_target, 
 from tsessm.errors import StreamingNotSupported
 from tsessm.forecasters.base import MODEL_CLASSES, SavedModel
 from tsessm.forecasters.neural import PREFILL_MIN_ROWS, NeuralForecaster, scaled_rows
+from tsessm.intervals import Calibration, check_coverage
 from tsessm.nn.state import concat_states, select_states, set_states
 
 
@@ -90,8 +91,10 @@ class PanelForecaster(SavedModel):
             segments.append((scaled_rows(series.values, mean, std), n_train))
         model.mean_, model.std_ = np.zeros(len(columns)), np.ones(len(columns))  # scaling is per series here
         model.fit_scaled(segments, target_idx)
+        calibration = _calibrate(model, segments, target_idx)
         # a failed fit leaves the panel as it was
         self._transaction(self._set_fitted, model, groups, columns, targets, means, stds, was_polars, segments)
+        self.calibration_ = calibration
         return self
 
     def _set_fitted(self, model, groups, columns, targets, means, stds, was_polars, segments) -> None:
@@ -256,6 +259,34 @@ class PanelForecaster(SavedModel):
         self.last_out_[rows] = torch.as_tensor(out, device=device)
 
     # ----- predict -----------------------------------------------------------------------
+    def predict_interval(self, ids: Sequence[Any] | None = None, fh: Sequence[int] | None = None,
+                         coverage: float = 0.9) -> Any:
+        """Long-format intervals: predict's rows with "<target>-lo-<pct>" and "<target>-hi-<pct>"
+        columns, split-conformal from the fit's held-out tails (residuals pooled over the series
+        in their own scale, then scaled back per series)."""
+        calibration = getattr(self, "calibration_", None)
+        if calibration is None:
+            raise ValueError("this panel has no calibration for intervals: its series held out no rows "
+                             "(set validation_fraction so the tails are longer than the horizon)")
+        frame = self.predict(ids, fh)
+        was_polars = not isinstance(frame, pd.DataFrame)
+        frame = frame.to_pandas() if was_polars else frame
+        steps = self.model_.resolve_fh(fh)
+        position = {k: i for i, k in enumerate(self.ids_)}
+        rows = np.array([position[k] for k in frame[self.id_col]])
+        step_of = np.tile(steps, len(frame) // len(steps)) - 1
+        half = calibration.half_width(check_coverage(coverage))  # (H, k) scaled
+        pct = f"{100 * coverage:g}"
+        for j, name in enumerate(self.target_columns_):
+            width = half[step_of, j] * self.std_[rows, self.model_.target_idx_[j]]
+            frame[f"{name}-lo-{pct}"] = frame[name] - width
+            frame[f"{name}-hi-{pct}"] = frame[name] + width
+        if was_polars:
+            import polars as pl
+
+            return pl.from_pandas(frame)
+        return frame
+
     def predict(self, ids: Sequence[Any] | None = None, fh: Sequence[int] | None = None) -> Any:
         """Long-format forecasts: one row per (series, step) with the id, time and target columns."""
         check_is_fitted(self, "model_")
@@ -313,3 +344,16 @@ class _Labels:
 
     def __getitem__(self, row: int) -> str:
         return self.label(row)
+
+
+def _calibrate(model: NeuralForecaster, segments: list[tuple[np.ndarray, int]], target_idx: list[int]
+               ) -> Calibration | None:
+    """Residuals of one-pass forecasts on every series' held-out tail, in the series' own scale."""
+    H, residuals = model.horizon, []
+    for xs, n_train in segments:
+        origins = np.arange(max(n_train - 1, 0), len(xs) - H)
+        if len(origins):
+            forecasts = model.one_pass_scaled(xs, origins)
+            actual = xs[origins[:, None] + np.arange(1, H + 1)][..., target_idx]
+            residuals.append(actual - forecasts)
+    return Calibration.from_residuals(np.concatenate(residuals)) if residuals else None

@@ -338,7 +338,7 @@ class ForecastService:
 
 def interval_of(adapter: Any, sid: Any, coverage: float | None) -> Any:
     """The hook for prediction intervals: an adapter with `interval(series_id, coverage)` returning
-    {target: {"lower": [...H], "upper": [...H]}} (JSON-able) adds them to every forecast answer;
+    {target: {"lo": [...H], "hi": [...H]}} (JSON-able) adds them to every forecast answer;
     one without it (or answering None) adds nothing."""
     method = getattr(adapter, "interval", None)
     if not callable(method):

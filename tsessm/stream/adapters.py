@@ -9,6 +9,8 @@ The runner never calls a forecaster directly. It asks an adapter:
     adapter.last_time(series_id)      -> pd.Timestamp | None: the last observation absorbed
     adapter.apply(series_id, time, values: dict[str, float], future) -> None: absorb one observation
     adapter.forecast(series_id)       -> dict[str, list[float]]: the next H steps per target
+    adapter.interval(series_id, coverage) -> {target: {"lo": [...], "hi": [...]}}: its interval
+    adapter.track(coverage)           recalibrate that coverage's intervals online (--coverage)
     adapter.save(path)                -> dict: write the model and its state to `path` (one file),
                                          return small JSON-able extras kept in the checkpoint
     type(adapter).load(path, extras)  -> adapter: the inverse of save
@@ -123,6 +125,23 @@ class SingleSeriesAdapter:
         out = self.model.current_forecast(self.future)  # predict() without the frame around it
         return {t: out[:, j].tolist() for j, t in enumerate(self.targets)}
 
+    def track(self, coverage: float) -> None:
+        """Recalibrate the intervals of `coverage` online (kept when a checkpoint already does)."""
+        tracker = getattr(self.model, "interval_tracker_", None)
+        if tracker is None or tracker.coverage != coverage:
+            self.model.track_coverage(coverage)
+
+    def interval(self, series_id: SeriesId, coverage: float) -> dict[str, dict[str, list[float]]]:
+        """{target: {"lo": [...H], "hi": [...H]}}: the interval of `coverage` around the forecast."""
+        self._check(series_id)
+        point = self.model.current_forecast(self.future)
+        try:
+            half = self.model._half_width(coverage)
+        except ValueError:  # no calibration (a fit too short to hold rows out): no interval
+            return None
+        return {t: {"lo": (point[:, j] - half[:, j]).tolist(), "hi": (point[:, j] + half[:, j]).tolist()}
+                for j, t in enumerate(self.targets)}
+
     def save(self, path: str | Path) -> dict:
         self.model.save(path)
         return {} if self.served is UNSET else {"series_id": self.served}
@@ -177,6 +196,18 @@ class PanelAdapter:
         if not isinstance(frame, pd.DataFrame):
             frame = frame.to_pandas()
         return {t: frame[t].astype(float).tolist() for t in self.targets}
+
+    def track(self, coverage: float) -> None:
+        """A panel's intervals are its static split-conformal ones (no online recalibration yet)."""
+
+    def interval(self, series_id: SeriesId, coverage: float) -> dict[str, dict[str, list[float]]]:
+        row = self.row(series_id)
+        frame = self.panel.predict_interval(ids=[self.panel.ids_[row]], coverage=coverage)
+        if not isinstance(frame, pd.DataFrame):
+            frame = frame.to_pandas()
+        pct = f"{100 * coverage:g}"
+        return {t: {"lo": frame[f"{t}-lo-{pct}"].astype(float).tolist(),
+                    "hi": frame[f"{t}-hi-{pct}"].astype(float).tolist()} for t in self.targets}
 
     def save(self, path: str | Path) -> dict:
         self.panel.save(path)

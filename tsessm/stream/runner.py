@@ -29,6 +29,7 @@ from tsessm.stream.adapters import RecordError, StreamAdapter, class_path, load_
 from tsessm.stream.checkpoint import CheckpointError, CheckpointStore
 from tsessm.stream.counters import Counters, SeriesState, StreamResult
 from tsessm.stream.grid import steps_between
+from tsessm.intervals import check_coverage
 from tsessm.stream.records import BadRecord, convert, known_ahead
 from tsessm.stream.reload import (DEFAULT_HISTORY_ROWS, History, Reloader, alias_of, parse_duration,
                                   resolve_model_uri)
@@ -56,8 +57,10 @@ class _Runner:
     def __init__(self, adapter: StreamAdapter, source: Any, sink: Any, store: CheckpointStore | None, *,
                  checkpoint_every: int, time_col: str, id_col: str | None, gap: str, on_bad_record: str,
                  emit_every: int, log: Callable[[str], None], record_delay: float,
-                 reloader: Reloader | None = None, max_fill: int | None = None) -> None:
+                 reloader: Reloader | None = None, max_fill: int | None = None,
+                 coverage: float | None = None) -> None:
         self.adapter, self.source, self.sink, self.store = adapter, source, sink, store
+        self.coverage = coverage
         self.checkpoint_every, self.time_col, self.id_col = checkpoint_every, time_col, id_col
         self.gap, self.on_bad_record, self.emit_every = gap, on_bad_record, emit_every
         self.max_fill = max_fill
@@ -150,6 +153,8 @@ class _Runner:
         self.since_checkpoint += 1
         if series.count % self.emit_every == 0:
             line = {"id": sid, "time": ts.isoformat(), "forecast": self.adapter.forecast(sid)}
+            if self.coverage is not None:
+                line["interval"] = self.adapter.interval(sid, self.coverage)
             if filled:
                 line["filled"] = True
             self.sink.write(line)
@@ -228,6 +233,8 @@ class _Runner:
             if series.last_values is not None:
                 by_name = dict(zip(old.columns, series.last_values))
                 series.last_values = [by_name[c] for c in new.columns]
+        if self.coverage is not None:
+            new.track(self.coverage)
         self.adapter = new  # the switch: every later record goes to the new model
         self.model_version = switch.new_version
         at = switch.time.isoformat() if switch.time is not None else "the start"
@@ -287,6 +294,7 @@ def run_stream(
     history_rows: int = DEFAULT_HISTORY_ROWS,
     max_fill: int | None = None,
     trust_pickle: bool = False,
+    coverage: float | None = None,
 ) -> StreamResult:
     """Stream observations through a model, emitting a forecast after each one.
 
@@ -298,6 +306,9 @@ def run_stream(
         or None to collect the lines in `result.lines`.
     checkpoint: directory for checkpoints (None: none), written every `checkpoint_every`
         applied observations and when the stream ends or is stopped.
+    coverage: add the prediction interval of this coverage (e.g. 0.9) to every output line,
+        "interval": {target: {"lo": [...], "hi": [...]}}, recalibrated online as the values
+        arrive (`BaseForecaster.track_coverage`; the state is in the checkpoint).
     gap: "error" stops at an observation more than one step after the last; "ffill" applies
         the last values for the missing steps first (their output lines carry "filled": true).
     on_bad_record: "error" stops at a malformed record; "skip" reports it (`log`) and goes on.
@@ -352,6 +363,11 @@ def run_stream(
         raise StreamSetupError(str(exc)) from None
     try:
         adapter, model_source, model_version = _open_adapter(model, manifest, trust_pickle)
+        if coverage is not None:  # online recalibration of that coverage (kept from a checkpoint)
+            try:
+                adapter.track(check_coverage(coverage))
+            except ValueError as exc:
+                raise StreamSetupError(str(exc)) from None
         reloader = None
         if reloading:
             if alias_of(model_source) is None:
@@ -376,7 +392,8 @@ def run_stream(
     runner = _Runner(adapter, src, out, store, checkpoint_every=checkpoint_every, time_col=time_col,
                      id_col=id_col, gap=gap, on_bad_record=on_bad_record, emit_every=emit_every,
                      log=log, record_delay=record_delay, reloader=reloader,
-                     max_fill=max_fill if max_fill is not None else getattr(adapter, "horizon", None))
+                     max_fill=max_fill if max_fill is not None else getattr(adapter, "horizon", None),
+                     coverage=coverage)
     runner.model_source, runner.model_version = model_source, model_version
     if manifest is not None:
         try:
