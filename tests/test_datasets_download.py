@@ -265,6 +265,15 @@ def test_ecl_from_a_mirror_in_the_informer_layout(server, cache, monkeypatch):
     assert df.shape == (24, 321) and server.seen == ["/ECL.csv"]
     record = json.loads((cache / "ECL.csv.json").read_text())
     assert record["converted"] is None and record["sha256"] == hashlib.sha256(server.files["/ECL.csv"]).hexdigest()
+    # the mirror now serves only a gzip: a forced download replaces the file and its record
+    served = gzip.compress(server.files.pop("/ECL.csv"))
+    server.files["/ECL.csv.gz"] = served
+    assert D.fetch("ECL", base_url=server.url, force=True) == cache / "ECL.csv.gz"
+    assert leftovers(cache) == ["ECL.csv.gz", "ECL.csv.gz.json"]
+    record = json.loads((cache / "ECL.csv.gz.json").read_text())
+    assert record["sha256"] == hashlib.sha256(gzip.decompress(served)).hexdigest()  # of the CSV
+    assert record["source_sha256"] == hashlib.sha256(served).hexdigest()  # of the bytes served
+    pd.testing.assert_frame_equal(D.load("ECL"), df)
 
 
 def test_ecl_of_the_wrong_shape_is_refused_and_nothing_recorded(server, cache, monkeypatch):

@@ -512,6 +512,7 @@ def _fetch_into(spec: DatasetSpec, base_url: str | None, cache: Path, staging: P
                 continue
             raise
         raw = dest.read_bytes()
+        source_sha256 = hashlib.sha256(raw).hexdigest()  # of the bytes as served
         if kind == "gz":
             try:
                 raw = gzip.decompress(raw)
@@ -532,21 +533,21 @@ def _fetch_into(spec: DatasetSpec, base_url: str | None, cache: Path, staging: P
         final = cache / dest.name
         if spec.sha256 is None:  # record first: a file never sits in the cache unrecorded
             record = {
-                "file": dest.name, "sha256": actual, "source": url,
-                "source_sha256": hashlib.sha256((staging / Path(url).name).read_bytes()).hexdigest()
-                if kind == "lstnet" else actual,
+                "file": dest.name, "sha256": actual, "source": url, "source_sha256": source_sha256,
                 "converted": "convert_lstnet_electricity (LSTNet matrix -> Informer layout)"
                 if kind == "lstnet" else None,
                 "downloaded": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "note": "the published file has no known checksum; this one was recorded at "
-                        "the first download and is checked by every load",
+                "note": "no checksum of the published file is known; sha256 (of the uncompressed "
+                        "CSV) was recorded at the first download and is checked by every load",
             }
             tmp = staging / "record.json"
             tmp.write_text(json.dumps(record, indent=2) + "\n")
             os.replace(tmp, _record_path(final))
         for other in spec.files:  # a forced download replaces the other spelling too
-            if other != dest.name and (cache / other).exists():
-                (cache / other).unlink()
+            if other != dest.name:
+                for stale in (cache / other, _record_path(cache / other)):
+                    if stale.exists():
+                        stale.unlink()
         os.replace(dest, final)
         return final
     raise DownloadError(f"no source served {spec.file}")  # pragma: no cover - candidates is never empty
