@@ -127,18 +127,21 @@ def train(model: BaseForecaster, source: DataSource, tracker: NullTracker = Null
 
 
 def evaluate(model: BaseForecaster, source: DataSource, mode: str, lookback: int,
-             tracker: NullTracker = NullTracker(), prefix: str = "") -> tuple[BacktestResult, float]:
-    """Backtest on the test rows; logs `<prefix><mode>_mse/mae` and the per-step curve."""
+             tracker: NullTracker = NullTracker(), prefix: str = "", coverage: float | None = None
+             ) -> tuple[BacktestResult, float]:
+    """Backtest on the test rows; logs every `<prefix><mode>_<score>` (mse, mae, mape, smape, mase,
+    and with `coverage` the interval scores) and the per-step curves."""
     start = time.perf_counter()
     result = backtest(model, source.history, test_start=source.test_start, train_rows=source.train_stop,
-                      lookback=lookback, mode=mode)
+                      lookback=lookback, mode=mode, coverage=coverage)
     seconds = time.perf_counter() - start
     key = f"{prefix}{mode.replace('-', '_')}"
-    tracker.log_metrics({f"{key}_mse": result.scores["mse"], f"{key}_mae": result.scores["mae"],
-                         f"{key}_seconds": seconds})
-    per_step = result.by_step.groupby("step")[["mse", "mae"]].mean()
+    scores = {f"{key}_{name}": value for name, value in result.scores.items() if name != "n_windows"}
+    tracker.log_metrics({**scores, f"{key}_seconds": seconds})
+    curves = [c for c in ("mse", "mae", "coverage", "width") if c in result.by_step]
+    per_step = result.by_step.groupby("step")[curves].mean()
     for step, row in per_step.iterrows():
-        tracker.log_metrics({f"{key}_mse_by_step": row["mse"], f"{key}_mae_by_step": row["mae"]}, step=int(step))
+        tracker.log_metrics({f"{key}_{c}_by_step": row[c] for c in curves}, step=int(step))
     return result, seconds
 
 

@@ -17,7 +17,8 @@ def plot_backtest(results: dict[str, BacktestResult], path: str | os.PathLike, t
 
     The models are drawn best first (by MSE), each in one colour in both panels. Top: the actual
     series and each model's `step`-ahead forecast (default: the horizon) over the last `last`
-    origins, the window named in the title. Bottom: MSE by horizon step.
+    origins, the window named in the title, with its prediction interval as a shaded band when
+    the backtest made intervals. Bottom: MSE by horizon step.
     """
     first = next(iter(results.values()))
     target = target or first.targets[0]
@@ -35,6 +36,11 @@ def plot_backtest(results: dict[str, BacktestResult], path: str | os.PathLike, t
         # the forecast made at origin o for o + k, drawn at o so it lines up with the actual at o + k
         top.plot(res.origins[window], res.forecasts[window, k - 1, j], lw=0.9, color=colours[name],
                  label=f"{name} (MSE {res.scores['mse']:.4f})")
+        if res.intervals is not None:  # the prediction interval as a band, with its measured coverage
+            band = res.intervals[window, k - 1, j]
+            covered = res.by_step.query("target == @target and step == @k").coverage.iloc[0]
+            top.fill_between(res.origins[window], band[:, 0], band[:, 1], color=colours[name], alpha=0.15, lw=0,
+                             label=f"{name} {100 * res.coverage:g} % interval (covers {100 * covered:.1f} %)")
     span = f"{_label(origins[0])} to {_label(origins[-1])}" if len(origins) else "no origins"
     top.set_title(f"{target}: {k}-step-ahead forecasts against the actual value, last {len(origins)} origins "
                   f"of the test split ({span}; {first.mode} backtest)", fontsize=10)

@@ -16,6 +16,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     options.add_model_args(p)
     options.add_trust_pickle_arg(p)
     p.add_argument("--mode", choices=["windowed", "one-pass", "both"], default="windowed")
+    p.add_argument("--coverage", type=float, metavar="C",
+                   help="also score prediction intervals of coverage C (e.g. 0.9): coverage, width, pinball, "
+                        "CRPS; one-pass intervals recalibrate online as a stream does; the plot draws the bands")
     p.add_argument("--plot", help="save a forecast/error-by-horizon PNG here")
     p.add_argument("--out", help="write the per-step metrics as CSV here")
     options.add_track_args(p)
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
             train(model, source, tracker)
         rows, results = [], {}
         for mode in modes:
-            result, seconds = evaluate(model, source, mode, lookback, tracker)
+            result, seconds = evaluate(model, source, mode, lookback, tracker, coverage=args.coverage)
             results[f"{type(model).__name__} {mode}"] = result
             rows.append({"model": type(model).__name__, "mode": mode, **result.scores, "seconds": round(seconds, 2)})
             if args.out:
