@@ -455,7 +455,7 @@ def test_every_reader_picks_the_same_time_column(tmp_path):
     reader and by `retrain`'s alike; they used to disagree (date first in one, time in the other)."""
     from tsessm.columns import TIME_COLUMNS
     from tsessm.data import read_table
-    from tsessm.retrain import RetrainConfig, _read_file
+    from tsessm.retrain import RetrainConfig, read_file
 
     n = 30
     frame = pd.DataFrame({"date": pd.date_range("2020-01-01", periods=n, freq="D"),
@@ -465,7 +465,7 @@ def test_every_reader_picks_the_same_time_column(tmp_path):
     assert TIME_COLUMNS[0] == "time"
     by_train = read_table(str(path))
     config = RetrainConfig(data_path=path, target=["load"], model="naive", holdout=5, registry_name="x")
-    by_retrain = _read_file(path, config)
+    by_retrain = read_file(path, config)
     by_retrain = by_retrain if isinstance(by_retrain, pd.DataFrame) else by_retrain.to_pandas()
     assert by_train.index.name == "time" and by_train.index[1] == pd.Timestamp("2024-01-01 01:00")
     retrain_index = by_retrain.index if isinstance(by_retrain.index, pd.DatetimeIndex) else by_retrain["time"]

@@ -23,6 +23,10 @@ def test_demo_at_its_default_size_prints_stages_and_a_ranked_table_and_writes_it
         rows = table.xs(mode, level="mode")
         assert (rows["best"] == "*").sum() == 1 and rows.loc[rows["best"] == "*", "mse"].iloc[0] == rows["mse"].min()
     assert np.isfinite(table[["mse", "mae"]].to_numpy()).all() and (table["mse"] < 0.1).all()
+    # 90 % intervals: the one-pass ones recalibrate online, so they cover close to nominal
+    for model in ("essm", "arima"):
+        assert 0.85 < table.loc[(24, model, "one-pass"), "coverage"] < 0.95
+    assert "coverage" in printed and "width" in printed
     assert (out / "forecast.png").read_bytes()[:4] == b"\x89PNG"
     assert sorted(p.name for p in out.glob("*.tsm")) == [f"{m}-H24.tsm" for m in ("arima", "essm", "lstm", "naive")]
     assert " 0.0000" not in printed and ".0000 " not in printed.split("test split")[1]  # no 14.0000-style seconds

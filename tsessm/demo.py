@@ -47,11 +47,16 @@ def demo_table(rows: list[dict]) -> pd.DataFrame:
     return table
 
 
+# The printed table's columns (metrics.csv keeps every score) and their decimals.
+SHOWN = {"mse": 4, "mae": 4, "mase": 3, "coverage": 3, "width": 3, "fit_s": 1, "backtest_s": 2}
+
+
 def format_table(table: pd.DataFrame) -> str:
-    """The table as printed: errors to 4 decimals, seconds to 1 (fit) and 2 (backtest)."""
-    shown = table.copy()
-    for column, digits in (("mse", 4), ("mae", 4), ("fit_s", 1), ("backtest_s", 2)):
-        shown[column] = shown[column].map(lambda v, d=digits: f"{v:.{d}f}")
+    """The table as printed: the errors, MASE, the intervals' coverage and width, the seconds."""
+    shown = table[[c for c in (*SHOWN, "best") if c in table]].copy()
+    for column, digits in SHOWN.items():
+        if column in shown:
+            shown[column] = shown[column].map(lambda v, d=digits: f"{v:.{d}f}")
     return shown.to_string()
 
 
@@ -77,7 +82,8 @@ def run_demo(args: argparse.Namespace) -> None:
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
     print(f"\ntest split, scaled values ({source.test_stop - source.test_start - horizons[0] + 1} windows at "
-          f"H={horizons[0]}; * = lowest MSE of its mode):")
+          f"H={horizons[0]}; * = lowest MSE of its mode" +
+          (f"; coverage and width of the {100 * args.coverage:g} % intervals" if args.coverage else "") + "):")
     print(format_table(table))
     print(f"\nplot: {', '.join(map(str, plots))}\ntable: {out_dir / 'metrics.csv'}\n"
           f"wall time: {time.perf_counter() - clock.start:.0f} s")
@@ -114,7 +120,8 @@ def _run(args: argparse.Namespace, source, horizons: list[int], out_dir: Path,
                     tracker.log_artifact(out_dir / f"{name}-H{horizon}.tsm")
                     for mode in MODES:
                         try:
-                            result, seconds = evaluate(model, source, mode, args.lookback, tracker)
+                            result, seconds = evaluate(model, source, mode, args.lookback, tracker,
+                                                       coverage=args.coverage or None)
                         except NotImplementedError as exc:
                             print(f"{name}: no {mode} backtest ({exc})")
                             continue

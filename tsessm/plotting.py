@@ -12,13 +12,13 @@ from tsessm.backtest import BacktestResult  # noqa: E402
 
 
 def plot_backtest(results: dict[str, BacktestResult], path: str | os.PathLike, target: str | None = None,
-                  step: int | None = None, last: int = 500) -> None:
+                  step: int | None = None, last: int = 500, bands: int = 1) -> None:
     """Save a two-panel figure comparing models' backtests of the same data.
 
     The models are drawn best first (by MSE), each in one colour in both panels. Top: the actual
     series and each model's `step`-ahead forecast (default: the horizon) over the last `last`
-    origins, the window named in the title, with its prediction interval as a shaded band when
-    the backtest made intervals. Bottom: MSE by horizon step.
+    origins, the window named in the title, with the prediction interval of the best `bands`
+    models as shaded bands when the backtest made intervals. Bottom: MSE by horizon step.
     """
     first = next(iter(results.values()))
     target = target or first.targets[0]
@@ -36,7 +36,7 @@ def plot_backtest(results: dict[str, BacktestResult], path: str | os.PathLike, t
         # the forecast made at origin o for o + k, drawn at o so it lines up with the actual at o + k
         top.plot(res.origins[window], res.forecasts[window, k - 1, j], lw=0.9, color=colours[name],
                  label=f"{name} (MSE {res.scores['mse']:.4f})")
-        if res.intervals is not None:  # the prediction interval as a band, with its measured coverage
+        if res.intervals is not None and name in ranked[:bands]:  # the band, with its measured coverage
             band = res.intervals[window, k - 1, j]
             covered = res.by_step.query("target == @target and step == @k").coverage.iloc[0]
             top.fill_between(res.origins[window], band[:, 0], band[:, 1], color=colours[name], alpha=0.15, lw=0,

@@ -27,6 +27,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--models", default="essm,lstm,arima,naive",
                    help="comma-separated; unavailable ones are skipped with a note")
     p.add_argument("--out-dir", default="runs/demo", help="where the plot, table and models go")
+    p.add_argument("--coverage", type=float, default=0.9,
+                   help="nominal coverage of the prediction intervals scored and drawn (default 0.9; 0: none)")
     p.add_argument("--seed", type=int, default=0, help="random_state of the neural models (default 0)")
     options.add_track_args(p)
     return p

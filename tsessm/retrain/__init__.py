@@ -33,14 +33,13 @@ _LAZY = {
     "run_retrain": "pipeline", "lock_path": "pipeline",
     "Interrupted": "signals", "handle_signals": "signals",
 }
-_RENAMED = {"_read_file": ("data", "read_file")}  # the old module's name, still used by tests/test_data.py
 
 __all__ = ["add_retrain_parser", "run_retrain_command", "main", "EXIT_OK", "EXIT_FAILED", "EXIT_CONFIG",
            "EXIT_BUSY", "Outcome", "RetrainError", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
-    module, attribute = _RENAMED.get(name) or (_LAZY.get(name), name)
+    module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'tsessm.retrain' has no attribute {name!r}")
-    return getattr(import_module(f"tsessm.retrain.{module}"), attribute)
+    return getattr(import_module(f"tsessm.retrain.{module}"), name)
