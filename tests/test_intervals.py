@@ -205,3 +205,12 @@ def test_panel_intervals_in_long_format():
     frame = panel.predict_interval(coverage=0.9)
     assert list(frame.columns) == ["unique_id", "ds", "y", "y-lo-90", "y-hi-90"] and len(frame) == 3 * H
     assert (frame["y-lo-90"] < frame.y).all() and (frame.y < frame["y-hi-90"]).all()
+
+
+def test_observe_returns_the_interval_it_is_asked_for():
+    model = NaiveForecaster(horizon=H).fit(Y[:300]).track_coverage(0.8)
+    forecast, interval = model.observe([0.3], coverage=0.8)
+    assert interval.shape == (H, 1, 2)
+    expected = model.predict_interval(coverage=0.8).to_numpy()
+    np.testing.assert_allclose(interval[:, 0], expected, atol=1e-12)
+    np.testing.assert_allclose(forecast, model.predict().to_numpy())

@@ -502,7 +502,8 @@ class BaseForecaster(SavedModel, ABC):
         return self
 
     # ----- observe: one row, the fast path of a stream -----------------------------------
-    def observe(self, values: Any, time: Any = None, future: Any = None) -> np.ndarray:
+    def observe(self, values: Any, time: Any = None, future: Any = None,
+                coverage: float | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Absorb one new row and return the new forecast: `update(one row)` then `predict()`
         without the frames around them, the path a live stream takes.
 
@@ -513,13 +514,17 @@ class BaseForecaster(SavedModel, ABC):
             observation); must be None for a model fitted on numpy (integer steps).
         future: for a model with `future_covariates`, their values at the next `horizon` steps,
             (horizon, n_future_covariates).
+        coverage: also return the prediction interval of this coverage (the online one when
+            `track_coverage(coverage)` is on).
         Returns the forecast of steps 1..horizon, numpy (horizon, n_targets) in `target_columns_`
-        order. The checks are `update`'s (shape, NaN and inf, time order); a refused row leaves
-        the model unchanged.
+        order; with `coverage`, (forecast, interval (horizon, n_targets, 2): lower, upper). The
+        checks are `update`'s (shape, NaN and inf, time order); a refused row leaves the model
+        unchanged.
         """
         if not hasattr(self, "n_seen_"):
             raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet; call fit first")
         self._require_stream("observe()")
+        coverage = None if coverage is None else check_coverage(coverage)  # before anything changes
         row = self._check_row(values)
         label = self._next_label(time)
         calendar = getattr(self, "calendar_columns_", None)
@@ -537,7 +542,10 @@ class BaseForecaster(SavedModel, ABC):
         self.last_index_ = label
         self.n_seen_ += 1
         self._track(row[None], forecast)
-        return forecast
+        if coverage is None:
+            return forecast
+        half = self._half_width(coverage)
+        return forecast, np.stack([forecast - half, forecast + half], axis=-1)
 
     def _absorb(self, values: np.ndarray) -> np.ndarray:
         """`_update`, then a guard: a forecast that is not finite is never kept (the caller's
