@@ -4,8 +4,8 @@ For each data set's univariate target at one horizon, fit the eSSM (the accuracy
 parameters for that cell) and ARIMA (order="auto") on the Informer train split, then backtest
 the test split at a nominal coverage: one-pass (the stream's state, intervals recalibrated
 online as the values arrive) and windowed (the static calibration). Writes one row per (data
-set, model, mode) with the mean and the worst step's coverage and the mean width (scaled), and
-the per-step table next to it.
+set, model, mode) with the mean and the worst step's coverage and the mean width (scaled), the
+per-step table next to it, and a plot of both models' one-pass bands (step 1, last 300 origins).
 
     python pipelines/benchmark_intervals.py --datasets ETTh1,ETTm1,WTH --horizon 24 --coverage 0.9
 """
@@ -21,13 +21,15 @@ import pandas as pd
 from tsessm import datasets, jobs
 from tsessm.bench.accuracy import Cell, cell_params, load_config
 from tsessm.bench.options import DEFAULT_CONFIG
+from tsessm.plotting import plot_backtest
 from tsessm.tracking import git_commit
 
 OUT = Path("pipelines") / "results" / "intervals.csv"
 
 
-def run(dataset: str, horizon: int, coverage: float, seed: int, config: dict) -> tuple[list[dict], pd.DataFrame]:
-    rows, steps = [], []
+def run(dataset: str, horizon: int, coverage: float, seed: int, config: dict,
+        plot: Path | None = None) -> tuple[list[dict], pd.DataFrame]:
+    rows, steps, one_pass = [], [], {}
     for name in ("essm", "arima"):
         params = cell_params(Cell(dataset, "S", horizon, name), config, seed)
         if name == "arima":
@@ -41,6 +43,8 @@ def run(dataset: str, horizon: int, coverage: float, seed: int, config: dict) ->
         fit_seconds = time.perf_counter() - started
         for mode in ("one-pass", "windowed"):
             result, _ = jobs.evaluate(model, source, mode, lookback, coverage=coverage)
+            if mode == "one-pass":
+                one_pass[name] = result
             per_step = result.by_step.assign(dataset=dataset, model=name, mode=mode)
             steps.append(per_step)
             scores = result.scores
@@ -54,6 +58,8 @@ def run(dataset: str, horizon: int, coverage: float, seed: int, config: dict) ->
                          "commit": git_commit() or "unknown"})
             print(f"{dataset} {name} {mode}: coverage {scores['coverage']:.3f} (worst step "
                   f"{per_step.coverage.min():.3f}), width {scores['width']:.3f}", flush=True)
+    if plot is not None:  # both models' bands, one-pass: what a stream serves
+        plot_backtest(one_pass, plot, step=1, last=300, bands=2)
     return rows, pd.concat(steps)
 
 
@@ -68,7 +74,8 @@ def main() -> None:
     config = load_config(DEFAULT_CONFIG)
     out = Path(args.out)
     for dataset in args.datasets.split(","):
-        rows, steps = run(dataset, args.horizon, args.coverage, args.seed, config)
+        plot = out.with_name(f"intervals_{dataset}.png")
+        rows, steps = run(dataset, args.horizon, args.coverage, args.seed, config, plot)
         table = pd.DataFrame(rows)
         old = pd.read_csv(out) if out.exists() else None
         if old is not None:  # one row per (data set, model, mode): the newest wins
