@@ -97,13 +97,16 @@ class CoverageTracker:
 
     half: (H, k) the current half-widths; step: (H, k) eta, the change per miss; pending:
     (H, H, k) the point forecasts of the last H observations (row r: made r + 1 observations ago;
-    NaN where none was made), whose values are still arriving.
+    NaN where none was made), whose values are still arriving; pending_half: (H, H, k) the
+    half-widths their intervals had. A miss is judged against the interval that was given out,
+    so the long-run miss rate of the given intervals is 1 - c.
     """
 
     coverage: float
     half: np.ndarray
     step: np.ndarray
     pending: np.ndarray
+    pending_half: np.ndarray | None = None
 
     @classmethod
     def start(cls, coverage: float, half: np.ndarray, rate: float = 0.05) -> "CoverageTracker":
@@ -111,19 +114,27 @@ class CoverageTracker:
         H, k = half.shape
         scale = np.where(half > 0, half, np.maximum(half.max(), 1e-12))
         return cls(coverage=coverage, half=half.astype(np.float64).copy(), step=rate * scale,
-                   pending=np.full((H, H, k), np.nan))
+                   pending=np.full((H, H, k), np.nan), pending_half=np.full((H, H, k), np.nan))
+
+    def made(self, forecast: np.ndarray | None) -> None:
+        """A forecast (H, k) was given out now, with the current half-widths."""
+        self.pending[0] = np.nan if forecast is None else forecast
+        self.pending_half[0] = self.half
 
     def observe(self, actual: np.ndarray, forecast: np.ndarray | None) -> None:
         """The targets' new values `actual` (k,) arrived; `forecast` (H, k) is the one made after
         them (None: none was made, e.g. inside a chunk update)."""
         H = len(self.half)
         steps = np.arange(H)
+        if self.pending_half is None:  # a tracker saved before the given-out widths were kept
+            self.pending_half = np.broadcast_to(self.half, self.pending.shape).copy()
         made = self.pending[steps, steps]  # the forecast made h + 1 observations ago, for now: (H, k)
         known = ~np.isnan(made)
-        miss = (np.abs(actual[None] - made) > self.half) & known
+        miss = (np.abs(actual[None] - made) > self.pending_half[steps, steps]) & known
         self.half = np.maximum(self.half + self.step * np.where(known, miss - (1 - self.coverage), 0.0), 0.0)
         self.pending = np.roll(self.pending, 1, axis=0)
-        self.pending[0] = np.nan if forecast is None else forecast
+        self.pending_half = np.roll(self.pending_half, 1, axis=0)
+        self.made(forecast)
 
 
 def track_one_pass(forecasts: np.ndarray, actuals: np.ndarray, tracker: CoverageTracker) -> np.ndarray:
@@ -133,11 +144,13 @@ def track_one_pass(forecasts: np.ndarray, actuals: np.ndarray, tracker: Coverage
     actuals[i, h] is the value at origin i + h + 1). The tracker is advanced as the values arrive,
     so origin i's interval uses only values up to origin i. Returns (N, H, k).
     """
-    tracker = CoverageTracker(tracker.coverage, tracker.half.copy(), tracker.step, tracker.pending.copy())
+    tracker = CoverageTracker(tracker.coverage, tracker.half.copy(), tracker.step, tracker.pending.copy(),
+                              None if tracker.pending_half is None else tracker.pending_half.copy())
     widths = np.empty_like(forecasts)
     for i in range(len(forecasts)):
-        if i > 0:  # the row of origin i arrives: actuals[i - 1, 0] is its value
-            tracker.observe(actuals[i - 1, 0], None)
-        tracker.pending[0] = forecasts[i]  # the forecast made at origin i
-        widths[i] = tracker.half
+        if i == 0:
+            tracker.made(forecasts[0])
+        else:  # the row of origin i arrives (actuals[i - 1, 0] is its value), then origin i forecasts
+            tracker.observe(actuals[i - 1, 0], forecasts[i])
+        widths[i] = tracker.pending_half[0]  # the half-widths origin i's interval was given
     return widths

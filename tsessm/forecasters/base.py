@@ -368,7 +368,7 @@ class BaseForecaster(SavedModel, ABC):
         if not (isinstance(rate, (int, float)) and 0 < rate <= 1):
             raise ValueError(f"rate must be in (0, 1], got {rate!r}")
         tracker = CoverageTracker.start(coverage, self._static_half_width(coverage), rate)
-        tracker.pending[0] = self.current_forecast() if not self._n_user_future() else np.nan
+        tracker.made(None if self._n_user_future() else self.current_forecast())
         self.interval_tracker_ = tracker
         return self
 
