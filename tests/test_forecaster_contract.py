@@ -22,6 +22,7 @@ from tsessm import (
     ARIMAForecaster,
     BaseForecaster,
     ESSMForecaster,
+    LinearForecaster,
     LSTMForecaster,
     NaiveForecaster,
     StreamingNotSupported,
@@ -79,6 +80,8 @@ CASES = [
     Case("naive", make_naive, lambda m: m.season_length, short_kw={"season_length": 6}),
     Case("lstm", make_lstm, lambda m: m.lookback + m.horizon + 1),
     Case("arima", make_arima, lambda m: m.min_rows()),
+    Case("linear", lambda **kw: LinearForecaster(**{"horizon": H, "lookback": LOOKBACK, **kw}),
+         lambda m: m.lookback + m.horizon),
 ]
 
 KINDS = ["pandas", "pandas-series", "polars", "numpy-2d", "numpy-1d"]

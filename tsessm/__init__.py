@@ -11,8 +11,8 @@ from typing import Any
 from tsessm.errors import StreamingNotSupported
 
 __version__ = "0.3.0"
-_FORECASTERS = ("ARIMAForecaster", "BaseForecaster", "ESSMForecaster", "LSTMForecaster", "NaiveForecaster",
-                "PanelForecaster")
+_FORECASTERS = ("ARIMAForecaster", "BaseForecaster", "ESSMForecaster", "LinearForecaster", "LSTMForecaster",
+                "NaiveForecaster", "PanelForecaster")
 __all__ = [*_FORECASTERS, "StreamingNotSupported", "__version__"]
 
 

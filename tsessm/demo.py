@@ -40,7 +40,7 @@ class _Clock:
 def demo_table(rows: list[dict]) -> pd.DataFrame:
     """One row per (horizon, model, mode); `best` marks the lowest MSE of each (horizon, mode)."""
     if not rows:
-        raise ValueError("no model ran: --models named none that is available (essm, lstm, arima, naive)")
+        raise ValueError("no model ran: --models named none that is available (essm, lstm, arima, naive, linear)")
     table = pd.DataFrame(rows).set_index(["horizon", "model", "mode"]).sort_index()
     best = table.groupby(level=["horizon", "mode"])["mse"].transform("min")
     table["best"] = (table["mse"] == best).map({True: "*", False: ""})

@@ -27,6 +27,7 @@ MODELS = {
     "lstm": "tsessm.forecasters.lstm:LSTMForecaster",
     "arima": "tsessm.forecasters.arima:ARIMAForecaster",
     "naive": "tsessm.forecasters.naive:NaiveForecaster",
+    "linear": "tsessm.forecasters.linear:LinearForecaster",
 }
 
 

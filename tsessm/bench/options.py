@@ -10,7 +10,7 @@ from pathlib import Path
 
 # ----- accuracy ----------------------------------------------------------------------------
 DATASETS = ("ETTh1", "ETTh2", "ETTm1", "WTH", "ECL")
-MODELS = ("essm", "lstm", "arima", "naive")
+MODELS = ("essm", "lstm", "arima", "naive", "linear")
 DEFAULT_CONFIG = Path(__file__).resolve().with_name("accuracy.toml")  # shipped with the package
 DEFAULT_RESULTS = Path("pipelines") / "results" / "accuracy.csv"
 EXPERIMENT = "tsessm-bench-accuracy"

@@ -11,8 +11,8 @@ import pandas as pd  # noqa: E402
 
 from tsessm.bench.reference import NLINEAR_ETTH1_S_720, s4  # noqa: E402
 
-LABELS = {"essm": "eSSM", "lstm": "LSTM", "arima": "ARIMA", "naive": "naive"}
-ORDER = ["essm", "lstm", "arima", "naive"]
+LABELS = {"essm": "eSSM", "lstm": "LSTM", "arima": "ARIMA", "naive": "naive", "linear": "linear"}
+ORDER = ["essm", "lstm", "arima", "naive", "linear"]
 SETTING_NAMES = {"S": "univariate (S)", "M": "multivariate (M)"}
 
 

@@ -24,7 +24,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="every horizon of the benchmark's protocol (ETTh1: 24, 48, 168, 336, 720) instead of --horizon")
     p.add_argument("--lookback", type=int, default=96, help="rows each windowed forecast sees (default 96)")
     p.add_argument("--epochs", type=int, default=10, help="most training epochs of the neural models (default 10)")
-    p.add_argument("--models", default="essm,lstm,arima,naive",
+    p.add_argument("--models", default="essm,lstm,arima,naive,linear",
                    help="comma-separated; unavailable ones are skipped with a note")
     p.add_argument("--out-dir", default="runs/demo", help="where the plot, table and models go")
     p.add_argument("--coverage", type=float, default=0.9,

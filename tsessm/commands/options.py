@@ -14,7 +14,8 @@ from tsessm.columns import TIME_COLUMNS
 # Model options with a flag of their own; anything else goes through --set name=value.
 # model flag -> (type, help); unset flags keep the model's own default
 MODEL_FLAGS = {
-    "lookback": (int, "rows one training window warms up on; the windowed backtest sees this many (default 96)"),
+    "lookback": (int, "rows one training window warms up on (linear: the values its map reads); the windowed "
+                      "backtest sees this many (default 96; linear 336)"),
     "d_model": (int, "eSSM/LSTM width (default 64)"),
     "n_layers": (int, "eSSM blocks or LSTM layers (default 2)"),
     "d_state": (int, "eSSM complex states per layer, split over the heads (default 64)"),
@@ -26,6 +27,8 @@ MODEL_FLAGS = {
     "device": (str, "auto (CUDA when present), cpu, cuda or cuda:N (default auto)"),
     "discretization": (str, "eSSM discretisation: zoh or bilinear (default zoh)"),
     "season_length": (int, "naive model: repeat the last season of this many steps (default 1: the last value)"),
+    "alpha": (float, "linear model: ridge penalty on standardised values (default 1.0)"),
+    "normalization": (str, "linear model: last (NLinear), none or decompose (DLinear) (default last)"),
 }
 
 DATA_DIR_HELP = "folder with the benchmark files (default: $TSESSM_DATA_DIR, datasets/, ../shared/datasets)"
@@ -47,7 +50,7 @@ def add_trust_pickle_arg(p: argparse.ArgumentParser) -> None:
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="essm",
-                   help="essm | lstm | arima | naive, or (backtest/predict) a file written by `tsessm train`")
+                   help="essm | lstm | arima | naive | linear, or (backtest/predict) a file written by `tsessm train`")
     p.add_argument("--target", help="column(s) to forecast, comma-separated (default: all columns)")
     p.add_argument("--horizon", type=int, default=24, help="steps forecast at once (default 24)")
     p.add_argument("--seed", type=int, default=0, help="random_state (default 0)")
