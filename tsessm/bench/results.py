@@ -54,6 +54,9 @@ class ResultsFile:
         kept = table[~self._mask(table, cell)] if not table.empty else table
         new = pd.DataFrame(rows)
         out = new if kept.empty else pd.concat([kept, new], ignore_index=True)
+        # a column the new rows leave empty (epochs_run of a model without epochs) is object-typed:
+        # back to numbers, or "%.6g" skips it and the old rows' 10 becomes 10.0
+        out = out.infer_objects()
         out = out.sort_values(KEY + ["mode"], kind="stable").reset_index(drop=True)
         atomic_write_bytes(self.path, out.to_csv(index=False, float_format="%.6g").encode())
 
