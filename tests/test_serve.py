@@ -13,33 +13,26 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from tsessm.forecasters.base import BaseForecaster
-from tsessm.forecasters.essm import ESSMForecaster
 from tsessm.serve import ForecastService, build_app
 from tsessm.serve.metrics import parse
 from tsessm.stream import run_stream
+from stream_data import N_FIT, fitted_model_file, hourly
 
 ROOT = Path(__file__).resolve().parents[1]
-N_FIT, N_NEW = 300, 40
+N_NEW = 40
 
 
 @pytest.fixture(scope="module")
 def data():
-    t = np.arange(N_FIT + N_NEW)
-    index = pd.date_range("2024-01-01", periods=len(t), freq="h", name="time")
-    return pd.DataFrame({"load": np.sin(t / 8) + 0.01 * t, "temp": np.cos(t / 5)}, index=index)
+    return hourly(N_NEW)
 
 
 @pytest.fixture(scope="module")
 def model_path(data, tmp_path_factory):
-    model = ESSMForecaster(horizon=4, lookback=16, d_model=8, d_state=8, n_layers=1, epochs=1,
-                           steps_per_epoch=2, verbose=0, random_state=0, device="cpu")
-    path = tmp_path_factory.mktemp("serve") / "model.tsm"
-    model.fit(data.iloc[:N_FIT]).save(path)
-    return path
+    return fitted_model_file(data, tmp_path_factory.mktemp("serve"))
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +109,9 @@ def test_post_then_get_equals_update_then_predict(served, model_path, new):
     status, _, every = call(app, "GET", "/forecast")
     assert status == 200 and [f["id"] for f in every["forecasts"]] == ["a"]
     assert_forecast_equals(every["forecasts"][0], model)
-    assert "interval" not in every["forecasts"][0]  # the model exposes none (yet)
+    interval = every["forecasts"][0]["interval"]  # 90 % by default, the model's calibrated one
+    for target, values in every["forecasts"][0]["forecast"].items():
+        assert all(lo < v < hi for lo, v, hi in zip(interval[target]["lo"], values, interval[target]["hi"]))
     # the same answer as the stream runner's last line
     line = run_stream(str(model_path), rows, id_col="id").lines[-1]
     assert json.loads(json.dumps(line)) == {k: every["forecasts"][0][k] for k in ("id", "time", "forecast")}

@@ -13,29 +13,23 @@ import pandas as pd
 import pytest
 
 from tsessm.forecasters.base import BaseForecaster
-from tsessm.forecasters.essm import ESSMForecaster
 from tsessm.stream import SingleSeriesAdapter, add_stream_parser, run_stream, run_stream_command
 from tsessm.stream.cli import main
 from tsessm.stream.sources import open_source
+from stream_data import N_FIT, fitted_model_file, hourly
 
 ROOT = Path(__file__).resolve().parents[1]
-N_FIT, N_NEW = 300, 120
+N_NEW = 120
 
 
 @pytest.fixture(scope="module")
 def data():
-    t = np.arange(N_FIT + N_NEW)
-    index = pd.date_range("2024-01-01", periods=len(t), freq="h", name="time")
-    return pd.DataFrame({"load": np.sin(t / 8) + 0.01 * t, "temp": np.cos(t / 5)}, index=index)
+    return hourly(N_NEW)
 
 
 @pytest.fixture(scope="module")
 def model_path(data, tmp_path_factory):
-    model = ESSMForecaster(horizon=4, lookback=16, d_model=8, d_state=8, n_layers=1, epochs=1,
-                           steps_per_epoch=2, verbose=0, random_state=0, device="cpu")
-    path = tmp_path_factory.mktemp("stream") / "model.tsm"
-    model.fit(data.iloc[:N_FIT]).save(path)
-    return path
+    return fitted_model_file(data, tmp_path_factory.mktemp("stream"))
 
 
 @pytest.fixture(scope="module")

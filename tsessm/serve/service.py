@@ -91,13 +91,8 @@ class ForecastService:
         """A service over `model` (a fitted forecaster, an adapter, a model file or models:/ URI),
         resuming from the checkpoint in `checkpoint` when there is one (which holds the folder's lock
         until `close()`). Raises ServiceSetupError when it cannot start."""
-        store, manifest = None, None
         try:
-            if checkpoint is not None:
-                store = CheckpointStore(checkpoint)
-                store.lock()
-                if store.exists():
-                    manifest = store.read()
+            store, manifest = CheckpointStore.open_locked(checkpoint)
         except CheckpointError as exc:
             raise ServiceSetupError(str(exc)) from None
         try:

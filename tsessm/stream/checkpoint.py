@@ -45,6 +45,20 @@ class CheckpointStore:
     def exists(self) -> bool:
         return self.manifest_path.is_file()
 
+    @classmethod
+    def open_locked(cls, directory: str | os.PathLike | None) -> tuple["CheckpointStore | None", dict | None]:
+        """(the store of `directory`, locked, and its manifest or None when it holds none yet);
+        (None, None) for no directory. Raises CheckpointError (the lock released)."""
+        if directory is None:
+            return None, None
+        store = cls(directory)
+        store.lock()
+        try:
+            return store, store.read() if store.exists() else None
+        except BaseException:
+            store.unlock()
+            raise
+
     def read(self) -> dict:
         """The manifest, checked; `manifest["model_path"]` is the model file's full path."""
         try:

@@ -23,13 +23,14 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from tsessm.checks import positive_int
 from tsessm.data import freq_name
+from tsessm.intervals import check_coverage
 from tsessm.mlflow_uri import is_model_uri
 from tsessm.stream.adapters import RecordError, StreamAdapter, class_path, load_adapter, load_model, make_adapter
 from tsessm.stream.checkpoint import CheckpointError, CheckpointStore
 from tsessm.stream.counters import Counters, SeriesState, StreamResult
 from tsessm.stream.grid import steps_between
-from tsessm.intervals import check_coverage
 from tsessm.stream.records import BadRecord, convert, known_ahead
 from tsessm.stream.reload import (DEFAULT_HISTORY_ROWS, History, Reloader, alias_of, parse_duration,
                                   resolve_model_uri)
@@ -348,17 +349,15 @@ def run_stream(
             raise StreamSetupError(f"reload_every: {exc}") from None
     for name, value in (("reload_every_records", reload_every_records), ("history_rows", history_rows),
                         ("max_fill", max_fill)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise StreamSetupError(f"{name} must be a positive integer, got {value!r}")
+        if value is not None:
+            try:
+                positive_int(name, value)
+            except ValueError as exc:
+                raise StreamSetupError(str(exc)) from None
     log = log or _stderr_log
 
-    store, manifest = None, None
     try:
-        if checkpoint is not None:
-            store = CheckpointStore(checkpoint)
-            store.lock()
-            if store.exists():
-                manifest = store.read()
+        store, manifest = CheckpointStore.open_locked(checkpoint)
     except CheckpointError as exc:
         raise StreamSetupError(str(exc)) from None
     try:
