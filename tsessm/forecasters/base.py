@@ -3,113 +3,35 @@
 Public `fit / predict / update / observe / save / load` and the backtest forecasts
 (`forecast_windows`, `forecast_one_pass`) check and convert the input, then call the
 subclass's private `_fit / _predict / _update` (abstract) with plain float64 arrays.
-Subclasses only learn and forecast. `SavedModel` holds what the panel shares with them:
-registration for model files, all-or-nothing changes, save and load.
+Subclasses only learn and forecast. Mixed in: `SavedModel` (model-file registration,
+all-or-nothing changes, save and load; the panel shares it), `KnownAhead` (future covariates and
+calendar features) and `Uncertainty` (intervals, quantiles, online recalibration).
 """
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from dataclasses import replace
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from tsessm import persist
-from tsessm.checks import positive_int
 from tsessm.calendar import calendar_columns, calendar_features, parse_calendar
-from tsessm.errors import StreamingNotSupported
-from tsessm.intervals import Calibration, CoverageTracker, check_alpha, check_coverage
+from tsessm.checks import positive_int
 from tsessm.data import (Series, as_offset, check_magnitudes, future_index, resolve_target, standard_stats, to_output,
                          to_series, with_covariates, within_bounds)
+from tsessm.errors import StreamingNotSupported
+from tsessm.forecasters.known_ahead import KnownAhead
+from tsessm.forecasters.saved import SavedModel, model_class_key
+from tsessm.forecasters.uncertainty import Uncertainty
+from tsessm.intervals import check_coverage
 
 LABEL_BLOCK = 256  # future labels `observe` builds at once
-# The classes a model file may name, registered as they are defined: tsessm's own forecasters (and
-# the panel) by name, a user's subclasses by "module.QualName" so they never shadow tsessm's. Loading
-# only looks a name up here: it never imports a module or builds a class that a file names.
-MODEL_CLASSES: dict[str, type] = {}
 
 
-def model_class_key(cls: type) -> str:
-    """The name a model file records for `cls`."""
-    return cls.__name__ if cls.__module__.startswith("tsessm.") else f"{cls.__module__}.{cls.__qualname__}"
-
-
-class SavedModel(BaseEstimator):
-    """What every tsessm model shares, the panel included: its class registered for model files,
-    changes that happen whole or not at all, and `save` / `load` through `tsessm.persist`.
-
-    Subclasses provide `_document()` (the fitted model as a model-file document) and
-    `_from_document(document, **overrides)`.
-    """
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        MODEL_CLASSES[model_class_key(cls)] = cls
-
-    def _snapshot(self) -> dict:
-        """The attributes to restore if a change fails (a shallow copy: subclasses that change
-        attributes in place copy those too)."""
-        return dict(self.__dict__)
-
-    def _transaction(self, work, *args) -> Any:
-        """Run `work` and return what it returns; if it raises, restore every attribute so the
-        model is unchanged."""
-        saved = self._snapshot()
-        try:
-            return work(*args)
-        except BaseException:
-            self.__dict__.clear()
-            self.__dict__.update(saved)
-            raise
-
-    def _document(self) -> dict:
-        raise NotImplementedError
-
-    @classmethod
-    def _from_document(cls, document: dict, **overrides: Any) -> "SavedModel":
-        raise NotImplementedError
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the fitted model to one file, atomically: JSON and numpy arrays, no code
-        (`tsessm.persist`), so loading it can run nothing."""
-        check_is_fitted(self)
-        persist.write(path, self._document())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, *, allow_pickle: bool = False, **overrides: Any) -> "SavedModel":
-        """Read a model written by `save`. `overrides` replace saved parameters (e.g. device).
-
-        `BaseForecaster.load` reads any tsessm model file (a panel included); a model class's
-        `load` only its own class. A damaged or foreign file raises `persist.ModelFileError` (a
-        ValueError) naming it. allow_pickle=True also reads the pickles of tsessm 0.2 and older:
-        a pickle runs whatever code it holds while it loads, so pass it only for files you trust.
-        """
-        any_class = cls in (SavedModel, BaseForecaster)
-        unknown = [] if any_class else sorted(set(overrides) - set(cls._get_param_names()))
-        if unknown:
-            raise TypeError(f"load() got parameters {cls.__name__} does not have: {unknown}")
-        document = persist.read(path, allow_pickle=allow_pickle)
-        name = document.get("class")
-        target = MODEL_CLASSES.get(name) if isinstance(name, str) else None
-        if target is None:
-            raise persist.ModelFileError(f"{path}: not a tsessm model file (unknown model class {name!r})")
-        if not any_class and target is not cls:
-            raise TypeError(f"{path} holds a {name}, not a {cls.__name__}")
-        if overrides and not issubclass(target, BaseForecaster):
-            raise TypeError(f"{path} holds a {name}, which takes no parameter overrides ({sorted(overrides)})")
-        try:
-            return target._from_document(document, **overrides)
-        except (KeyError, TypeError, AttributeError, IndexError, RuntimeError, MemoryError) as exc:
-            # well-formed but wrong content, e.g. a weight of another shape (load_state_dict's RuntimeError)
-            raise persist.ModelFileError(f"{path}: not a tsessm model file (damaged {name}: {exc!r})") from None
-
-
-class BaseForecaster(SavedModel, ABC):
+class BaseForecaster(SavedModel, KnownAhead, Uncertainty, ABC):
     """Shared behaviour of every tsessm forecaster (scikit-learn estimator conventions).
 
     Subclasses implement:
@@ -125,6 +47,8 @@ class BaseForecaster(SavedModel, ABC):
     """
 
     can_stream: bool = True
+    _READS_ANY_MODEL = True  # BaseForecaster.load reads any tsessm model file, a panel included
+    _TAKES_OVERRIDES = True
 
     @property
     def can_forecast_windows(self) -> bool:
@@ -193,18 +117,6 @@ class BaseForecaster(SavedModel, ABC):
             series = replace(series, values=values, columns=series.columns + names)
         return series, own
 
-    def _future_columns(self, columns: list[str], own: list[str]) -> list[str]:
-        """The columns known ahead: the `future_covariates` of X, then the calendar features."""
-        declared = list(getattr(self, "future_covariates", None) or [])
-        from_x = [c for c in columns if c not in own and c not in calendar_columns(self._calendar())]
-        absent = [c for c in declared if c not in from_x]
-        if absent:
-            raise ValueError(f"future_covariates {absent} are not columns of X (X has {from_x})")
-        return declared + calendar_columns(self._calendar())
-
-    def _calendar(self) -> dict[str, str]:
-        return parse_calendar(getattr(self, "calendar", None))
-
     def fit(self, y: Any, X: Any = None, *, y_val: Any = None, X_val: Any = None) -> "BaseForecaster":
         """Fit on `y` (+ covariates `X`, used as inputs only). Returns self.
 
@@ -261,39 +173,6 @@ class BaseForecaster(SavedModel, ABC):
         self.window_calibration_ = self._calibrate(values, target_idx, val_values, "windowed")
         self.interval_tracker_ = None
 
-    # How the intervals are made: from held-out residuals ("conformal"), or by the model itself.
-    INTERVALS = "conformal"
-
-    # Of a fit without validation rows, the tail held out to calibrate the intervals on (in-sample
-    # for models fitted on it: ARIMA's residuals there are a little optimistic).
-    CALIBRATION_FRACTION = 0.3
-
-    def _calibration_start(self, n_rows: int) -> int:
-        """The first calibration origin of a fit on `n_rows` without validation rows."""
-        return n_rows - max(int(n_rows * self.CALIBRATION_FRACTION), 1)
-
-    def _calibrate(self, values: np.ndarray, target_idx: list[int], val_values: np.ndarray | None,
-                   mode: str) -> Calibration | None:
-        """The residuals of held-out forecasts (the validation rows, else the tail of the fit):
-        one-pass (the state a stream has; what predict_interval uses) or windowed (the windowed
-        backtest's). None when the model makes its own intervals, cannot forecast that way, or
-        there are no held-out origins."""
-        if self.INTERVALS != "conformal":
-            return None
-        history = values if val_values is None else np.vstack([values, val_values])
-        first = len(values) - 1 if val_values is not None else self._calibration_start(len(values))
-        lookback = getattr(self, "lookback", None) or self._min_length()  # the backtest's default window
-        origins = np.arange(max(first, lookback - 1), len(history) - self.horizon)
-        streams = self.can_stream and mode == "one-pass" and self._has_one_pass()
-        if len(origins) == 0 or not (streams or self.can_forecast_windows):
-            return None  # too short (predict_interval says so), or no such forecasts
-        if streams:
-            forecasts = self._forecast_one_pass(history, origins)
-        else:  # windows (also what a model that cannot stream has for its live forecast)
-            forecasts = self._forecast_windows(history, origins, lookback)
-        actual = history[origins[:, None] + np.arange(1, self.horizon + 1)][..., target_idx]
-        return Calibration.from_residuals(actual - forecasts)
-
     # ----- predict -----------------------------------------------------------------------
     def resolve_fh(self, fh: int | Sequence[int] | None) -> np.ndarray:
         """The 1-based forecast steps `fh` names (None: 1..horizon), checked: int64 (len(fh),)."""
@@ -321,93 +200,6 @@ class BaseForecaster(SavedModel, ABC):
         forecast = self._predict()[steps - 1] + self._known_ahead_effect(steps, index, X)
         return to_output(forecast, list(self.target_columns_), index, self.input_kind_)
 
-    # ----- uncertainty -------------------------------------------------------------------
-    def predict_interval(self, fh: int | Sequence[int] | None = None, coverage: float = 0.9, X: Any = None) -> Any:
-        """Prediction intervals of `coverage` for the steps `fh`, in the input's kind: pandas or
-        polars columns "<target>-lo-<pct>" and "<target>-hi-<pct>" (e.g. "OT-lo-90", "OT-hi-90",
-        NeuralForecast's names), numpy (len(fh), 2 n_targets) in that column order.
-
-        Neural and naive models: split-conformal intervals from held-out residuals per horizon
-        step (the validation rows), or the online recalibration's when `track_coverage(coverage)`
-        is on. ARIMA: Gaussian, from its Kalman covariance.
-        """
-        check_is_fitted(self, "n_seen_")
-        coverage = check_coverage(coverage)
-        steps = self.resolve_fh(fh)
-        index = future_index(self.last_index_, self.freq_, steps)
-        point = self._predict()[steps - 1] + self._known_ahead_effect(steps, index, X)
-        half = self._half_width(coverage)[steps - 1]
-        pct = f"{100 * coverage:g}"
-        columns = [f"{t}-{side}-{pct}" for t in self.target_columns_ for side in ("lo", "hi")]
-        values = np.stack([point - half, point + half], axis=-1).reshape(len(steps), -1)
-        return to_output(values, columns, index, self.input_kind_)
-
-    def predict_quantiles(self, fh: int | Sequence[int] | None = None, alpha: Sequence[float] = (0.05, 0.5, 0.95),
-                          X: Any = None) -> Any:
-        """Forecast quantiles at levels `alpha` for the steps `fh`, in the input's kind: columns
-        "<target>-q-<alpha>" (e.g. "OT-q-0.05"), numpy (len(fh), n_targets len(alpha)) in that order.
-        Conformal models: the held-out residuals' quantiles per step; ARIMA: Gaussian."""
-        check_is_fitted(self, "n_seen_")
-        levels = check_alpha(alpha)
-        steps = self.resolve_fh(fh)
-        index = future_index(self.last_index_, self.freq_, steps)
-        point = self._predict()[steps - 1] + self._known_ahead_effect(steps, index, X)
-        offsets = self._quantile_offsets(levels)[:, steps - 1]  # (A, n, k)
-        values = (point[None] + offsets).transpose(1, 2, 0).reshape(len(steps), -1)
-        columns = [f"{t}-q-{a:g}" for t in self.target_columns_ for a in levels]
-        return to_output(values, columns, index, self.input_kind_)
-
-    def track_coverage(self, coverage: float = 0.9, rate: float = 0.05) -> "BaseForecaster":
-        """Recalibrate the intervals of `coverage` online from here on: every later observation
-        (observe, one-row updates, the stream runner) checks the forecasts made for it and
-        widens or narrows that coverage's interval per horizon step (`tsessm.intervals`). The
-        state is saved with the model. rate: the change per miss, as a fraction of the static
-        half-width. Returns self."""
-        check_is_fitted(self, "n_seen_")
-        coverage = check_coverage(coverage)
-        if not (isinstance(rate, (int, float)) and 0 < rate <= 1):
-            raise ValueError(f"rate must be in (0, 1], got {rate!r}")
-        tracker = CoverageTracker.start(coverage, self._static_half_width(coverage), rate)
-        tracker.made(None if self._n_user_future() else self.current_forecast())
-        self.interval_tracker_ = tracker
-        return self
-
-    def _half_width(self, coverage: float) -> np.ndarray:
-        """The half-width of the interval of `coverage` now: (H, k)."""
-        tracker = getattr(self, "interval_tracker_", None)
-        if tracker is not None and tracker.coverage == coverage:
-            return tracker.half
-        return self._static_half_width(coverage)
-
-    def _static_half_width(self, coverage: float, lookback: int | None = None) -> np.ndarray:
-        """Split-conformal: (H, k), of the live (one-pass) forecasts or, lookback given, of
-        windowed ones (ARIMA overrides with its Gaussian widths)."""
-        return self._calibration(lookback).half_width(coverage)
-
-    def _quantile_offsets(self, alpha: np.ndarray, lookback: int | None = None) -> np.ndarray:
-        """Quantile offsets from the point forecast at levels alpha: (A, H, k)."""
-        return self._calibration(lookback).offsets(alpha)
-
-    def _calibration(self, lookback: int | None = None) -> Calibration:
-        live = getattr(self, "calibration_", None)
-        if not self.can_stream:
-            live = getattr(self, "window_calibration_", None)
-        calibration = live if lookback is None else getattr(self, "window_calibration_", None)
-        if calibration is None:
-            raise ValueError(f"this {type(self).__name__} has no calibration for its intervals: its fit had no "
-                             f"held-out rows after `lookback` + `horizon` (fit on a longer series, or give y_val)")
-        return calibration
-
-    def _track(self, values: np.ndarray, forecast: np.ndarray | None) -> None:
-        """Feed the online recalibration the new rows' targets; `forecast` is the one made after
-        the last row (None when unknown: a model with future covariates updated in a chunk)."""
-        tracker = getattr(self, "interval_tracker_", None)
-        if tracker is None:
-            return
-        targets = values[:, [self.columns_.index(t) for t in self.target_columns_]]
-        for i, actual in enumerate(targets):
-            tracker.observe(actual, forecast if i == len(targets) - 1 else None)
-
     def current_forecast(self, future: Any = None) -> np.ndarray:
         """The forecast of steps 1..horizon after the last observation as a plain array:
         (horizon, n_targets) float64 in `target_columns_` order (`predict()` without the frame).
@@ -416,68 +208,6 @@ class BaseForecaster(SavedModel, ABC):
         steps = np.arange(1, self.horizon + 1)
         effect = self._known_ahead_effect(steps, future_index(self.last_index_, self.freq_, steps), future)
         return np.array(self._predict(), dtype=np.float64) + effect
-
-    def _n_user_future(self) -> int:
-        """How many columns of X the model needs ahead (its `future_covariates`)."""
-        return len(getattr(self, "future_columns_", ())) - len(getattr(self, "calendar_columns_", ()))
-
-    @property
-    def observed_columns(self) -> list[str]:
-        """The columns a new row carries (`observe`, a stream record): `columns_` without the
-        calendar features, which come from the timestamps."""
-        check_is_fitted(self, "n_seen_")
-        return list(self.columns_[: len(self.columns_) - len(getattr(self, "calendar_columns_", ()))])
-
-    @property
-    def known_ahead_columns(self) -> list[str]:
-        """The `future_covariates` whose next `horizon` values a forecast needs (not the calendar
-        features, which come from the timestamps)."""
-        check_is_fitted(self, "n_seen_")
-        return list(getattr(self, "future_columns_", [])[: self._n_user_future()])
-
-    def _known_ahead_effect(self, steps: np.ndarray, index: pd.Index, X: Any) -> np.ndarray:
-        """What the known-ahead values at the forecast steps add to the forecast: (len(steps), k)."""
-        columns = getattr(self, "future_columns_", [])
-        if not columns:
-            if X is not None:
-                raise ValueError(f"predict got X, but this {type(self).__name__} has no future_covariates")
-            return np.zeros((len(steps), len(self.target_columns_)))
-        user = self._future_from_x(X, steps, index)
-        calendar = calendar_features(index, self._calendar()) if self.calendar_columns_ else np.empty((len(steps), 0))
-        return self._future_effect(np.hstack([user, calendar]), steps)
-
-    def _future_from_x(self, X: Any, steps: np.ndarray, index: pd.Index) -> np.ndarray:
-        """The future covariates' values at the forecast steps, from predict's X: (len(steps), F)."""
-        names = self.future_columns_[: self._n_user_future()]
-        if not names:
-            return np.empty((len(steps), 0))
-        if X is None:
-            raise ValueError(f"this model has future_covariates {names}: pass their values at the forecast steps "
-                             f"{steps.tolist()} as predict(X=...)")
-        if isinstance(X, (np.ndarray, list, tuple)):  # plain rows, one per forecast step
-            values = np.asarray(X, dtype=np.float64)
-            values = values[:, None] if values.ndim == 1 and len(names) == 1 else values
-            if values.shape != (len(steps), len(names)):
-                raise ValueError(f"X must hold {len(steps)} rows (one per forecast step {steps.tolist()}) of the "
-                                 f"future covariates {names}, got shape {values.shape}")
-        else:
-            frame = to_series(X, name="X", freq=self.freq_)
-            absent = [c for c in names if c not in frame.columns]
-            if absent:
-                raise ValueError(f"X lacks the future covariate column(s) {absent}")
-            rows = frame.index.get_indexer(index)
-            if (rows < 0).any():
-                lacking = [f"step {s} ({t})" for s, t, r in zip(steps, index, rows) if r < 0]
-                raise ValueError(f"X lacks the future covariates {names} at {', '.join(lacking)}")
-            values = frame.values[rows][:, [frame.columns.index(c) for c in names]]
-        if not np.isfinite(values).all():
-            raise ValueError(f"X: the future covariates {names} hold NaN or inf at the forecast steps")
-        return values
-
-    def _future_effect(self, future: np.ndarray, steps: np.ndarray) -> np.ndarray:
-        """What known-ahead values add to the forecast at `steps`: future (len(steps), F) in
-        original units (the future covariates, then the calendar features) -> (len(steps), k)."""
-        raise NotImplementedError(f"{type(self).__name__} does not use future covariates")
 
     # ----- update ------------------------------------------------------------------------
     def update(self, y_new: Any, X_new: Any = None) -> "BaseForecaster":

@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 from tsessm import persist
 from tsessm.data import as_offset, check_magnitudes, freq_name, resolve_target, same_freq, standard_stats, to_series
 from tsessm.errors import StreamingNotSupported
-from tsessm.forecasters.base import MODEL_CLASSES, SavedModel
+from tsessm.forecasters.saved import MODEL_CLASSES, SavedModel
 from tsessm.forecasters.neural import PREFILL_MIN_ROWS, NeuralForecaster, scaled_rows
 from tsessm.intervals import Calibration, check_coverage
 from tsessm.nn.state import concat_states, select_states, set_states
