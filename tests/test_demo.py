@@ -17,7 +17,7 @@ def test_demo_at_its_default_size_prints_stages_and_a_ranked_table_and_writes_it
     for stage in ("data:", "H=24 essm fit", "H=24 lstm fit", "H=24 arima fit", "H=24 naive backtests", "wall time:"):
         assert stage in printed, stage
     table = pd.read_csv(out / "metrics.csv", keep_default_na=False).set_index(["horizon", "model", "mode"])
-    assert set(table.index.get_level_values("model")) == {"essm", "lstm", "arima", "naive"}
+    assert set(table.index.get_level_values("model")) == {"essm", "lstm", "arima", "naive", "linear"}
     assert set(table.index.get_level_values("mode")) == {"windowed", "one-pass"}
     for mode in ("windowed", "one-pass"):
         rows = table.xs(mode, level="mode")
@@ -28,7 +28,8 @@ def test_demo_at_its_default_size_prints_stages_and_a_ranked_table_and_writes_it
         assert 0.85 < table.loc[(24, model, "one-pass"), "coverage"] < 0.95
     assert "coverage" in printed and "width" in printed
     assert (out / "forecast.png").read_bytes()[:4] == b"\x89PNG"
-    assert sorted(p.name for p in out.glob("*.tsm")) == [f"{m}-H24.tsm" for m in ("arima", "essm", "lstm", "naive")]
+    assert sorted(p.name for p in out.glob("*.tsm")) == [f"{m}-H24.tsm" for m in ("arima", "essm", "linear", "lstm",
+                                                                                 "naive")]
     assert " 0.0000" not in printed and ".0000 " not in printed.split("test split")[1]  # no 14.0000-style seconds
 
 
