@@ -198,3 +198,55 @@ def test_a_stream_carries_known_ahead_values_and_makes_calendar_features(essm_pa
     lacking = [{k: v for k, v in records[0].items() if k != "future"}]
     bad = run_stream(str(tmp_path / "m.tsm"), lacking, on_bad_record="skip")
     assert bad.counters.bad == 1 and bad.counters.applied == 0
+
+
+def test_future_values_far_outside_the_fit_are_refused_and_change_nothing(essm_pair):
+    model, _ = essm_pair
+    before = (model.n_seen_, model.predict(X=X).to_numpy().copy())  # X: the whole plan; its steps are read
+    huge = np.full((H, 1), 1e300)
+    t = model.n_seen_
+    with pytest.raises(ValueError, match="future covariates"):
+        model.observe([Y.sales.iloc[t], PROMO[t]], future=huge)
+    with pytest.raises(ValueError, match="future covariates"):
+        model.predict(X=pd.DataFrame({"promo": huge[:, 0]}, index=model.predict(X=X).index))
+    assert model.n_seen_ == before[0]
+    np.testing.assert_array_equal(model.predict(X=X).to_numpy(), before[1])
+
+
+def test_predict_reads_only_the_forecast_steps_of_x(essm_pair):
+    model, _ = essm_pair
+    index = model.predict(X=X).index
+    plan = X.copy()
+    plan["other"] = np.nan  # a past covariate nobody knows ahead
+    plan.iloc[10, 0] = np.nan  # a hole in an old row
+    plan = plan.drop(plan.index[3])  # and a gap
+    expected = model.predict(X=X.loc[index])
+    pd.testing.assert_frame_equal(model.predict(X=plan), expected)
+    pd.testing.assert_frame_equal(model.predict(X=plan.loc[index].sample(frac=1, random_state=0)), expected)
+    rows, _ = model.history_rows(Y.join(X).iloc[: FIT + 20])
+    assert model.forecast_one_pass(rows).shape == (FIT + 20 - H, H, 1)  # origins that have their future
+
+
+def test_a_filled_gap_reads_the_known_values_at_the_filled_steps(tmp_path):
+    from tsessm.stream import run_stream
+
+    model = _essm(future_covariates=["promo"], epochs=1).fit(Y[:FIT], X[:FIT])
+    model.save(tmp_path / "m.tsm")
+
+    def record(t):
+        return {"time": IDX[t].isoformat(), "sales": float(Y.sales.iloc[t]), "promo": float(PROMO[t]),
+                "future": {"promo": PROMO[t + 1 : t + 1 + H].tolist()}}
+
+    last = FIT + 4  # rows FIT + 1 .. FIT + 3 are missing: filled with the values of row FIT
+    result = run_stream(str(tmp_path / "m.tsm"), [record(FIT), record(last)], gap="ffill")
+    assert [line.get("filled", False) for line in result.lines] == [False, True, True, True, False]
+    reference = ESSMForecaster.load(tmp_path / "m.tsm").update(Y[FIT : FIT + 1], X[FIT : FIT + 1])
+    for step, line in zip(range(FIT + 1, last), result.lines[1:]):
+        at = IDX[step : step + 1]
+        reference.update(Y[FIT : FIT + 1].set_axis(at), X[FIT : FIT + 1].set_axis(at))
+        # the plan at the filled step's next H steps: the record's own value up to its time, its
+        # "future" after it -- the real plan, except that the missing rows' own promo is unknown
+        plan = X[step + 1 : step + 1 + H].copy()
+        plan.loc[plan.index <= IDX[last], "promo"] = PROMO[last]
+        expected = reference.predict(X=plan).sales.to_numpy()
+        np.testing.assert_allclose(line["forecast"]["sales"], expected, atol=1e-5)

@@ -214,3 +214,25 @@ def test_observe_returns_the_interval_it_is_asked_for():
     expected = model.predict_interval(coverage=0.8).to_numpy()
     np.testing.assert_allclose(interval[:, 0], expected, atol=1e-12)
     np.testing.assert_allclose(forecast, model.predict().to_numpy())
+
+
+def test_files_saved_before_intervals_say_so(tmp_path):
+    model = NaiveForecaster(horizon=H).fit(Y[:300])
+    for name in ("calibration_", "window_calibration_", "interval_tracker_"):
+        del model.__dict__[name]  # as a file of tsessm 0.3 holds it
+    model.save(tmp_path / "old.tsm")
+    old = NaiveForecaster.load(tmp_path / "old.tsm")
+    assert np.isfinite(old.predict().to_numpy()).all()
+    with pytest.raises(ValueError, match="saved by a tsessm without interval calibration"):
+        old.predict_interval()
+
+
+def test_conformal_half_width_is_the_order_statistic():
+    residuals = np.random.default_rng(0).standard_normal((36, 2, 1))
+    calibration = Calibration.from_residuals(residuals)
+    k = int(np.ceil(37 * 0.9))  # the 34th smallest of 36
+    np.testing.assert_allclose(calibration.half_width(0.9), np.sort(np.abs(residuals), axis=0)[k - 1], rtol=1e-6)
+    large = np.random.default_rng(1).standard_normal((5000, 2, 1))
+    big = Calibration.from_residuals(large)
+    exact = np.sort(np.abs(large), axis=0)[int(np.ceil(5001 * 0.9)) - 1]
+    assert np.all(big.half_width(0.9) >= exact - 1e-6) and np.all(big.half_width(0.9) <= exact * 1.01)

@@ -14,6 +14,7 @@ holidays.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -48,7 +49,7 @@ def parse_calendar(spec: Any) -> dict[str, str]:
         if name not in allowed:
             raise ValueError(f"calendar: unknown feature {name!r}; choose from {allowed}")
         if name == "holiday":
-            _country_holidays(how, [2000])  # names a bad country now, not at the first forecast
+            _holiday_dates(how, (2000,))  # names a bad country now, not at the first forecast
         elif how not in ENCODINGS:
             raise ValueError(f"calendar: {name!r} takes an encoding in {ENCODINGS}, got {how!r}")
     return dict(spec)
@@ -79,8 +80,7 @@ def calendar_features(index: pd.DatetimeIndex, spec: dict[str, str]) -> np.ndarr
     for name, how in spec.items():
         if name == "holiday":
             days = index.tz_localize(None).normalize() if index.tz is not None else index.normalize()
-            years = sorted(set(days.year))
-            flags = days.isin(pd.DatetimeIndex(list(_country_holidays(how, years))))
+            flags = days.isin(_holiday_dates(how, tuple(sorted(set(days.year)))))
             blocks.append(flags.astype(np.float64)[:, None])
             continue
         value_of, cycle, first, _, harmonics = FEATURES[name]
@@ -94,11 +94,13 @@ def calendar_features(index: pd.DatetimeIndex, spec: dict[str, str]) -> np.ndarr
     return np.hstack(blocks) if blocks else np.empty((len(index), 0))
 
 
-def _country_holidays(country: Any, years: list[int]) -> Any:
+@functools.lru_cache(maxsize=256)
+def _holiday_dates(country: Any, years: tuple[int, ...]) -> pd.DatetimeIndex:
+    """The public holidays of `country` in `years` (cached: a stream asks for the same ones often)."""
     import holidays  # a large package of country tables: loaded only by models with a holiday flag
 
     try:
-        return holidays.country_holidays(country, years=years)
+        return pd.DatetimeIndex(list(holidays.country_holidays(country, years=list(years))))
     except (NotImplementedError, KeyError, AttributeError, TypeError) as exc:
         raise ValueError(f"calendar: holiday country {country!r} is not one the `holidays` package knows "
                          f"(e.g. 'US', 'DE', 'GB')") from exc

@@ -5,7 +5,7 @@ forecasts, per horizon step and target, summarised as a quantile table (signed r
 `predict_quantiles`) and the sorted absolute residuals' quantiles (for symmetric intervals).
 A split-conformal interval of coverage c is forecast +- the ceil((n + 1) c)-th smallest absolute
 residual of the n calibration forecasts: it covers a new value with probability >= c when
-residuals are exchangeable.
+residuals are exchangeable (capped at the largest residual when n < c / (1 - c)).
 
 Online recalibration (`CoverageTracker`): a stream is not exchangeable -- its variance drifts.
 The tracker keeps, per horizon step and target, a half-width q and updates it when the value a
@@ -23,11 +23,12 @@ from scipy.stats import norm
 
 from tsessm import persist
 
-LEVELS = np.linspace(0.0, 1.0, 401)  # the quantile table's levels (0.25 % apart)
+LEVELS = np.linspace(0.0, 1.0, 401)  # a large calibration set is kept at these levels (0.25 % apart)
 
 
 def check_coverage(coverage: float) -> float:
-    if isinstance(coverage, bool) or not isinstance(coverage, (int, float)) or not 0 < coverage < 1:
+    if isinstance(coverage, (bool, np.bool_)) or not isinstance(coverage, (int, float, np.floating)) \
+            or not 0 < coverage < 1:
         raise ValueError(f"coverage must be a number in (0, 1), e.g. 0.9, got {coverage!r}")
     return float(coverage)
 
@@ -42,10 +43,12 @@ def check_alpha(alpha) -> np.ndarray:
 @persist.allow
 @dataclass
 class Calibration:
-    """Held-out residuals summarised per horizon step and target.
+    """Held-out residuals per horizon step and target, float32.
 
-    signed: (len(LEVELS), H, k) quantiles of actual - forecast; absolute: the same of |actual -
-    forecast|; count: how many forecasts per step (n).
+    With n <= len(LEVELS) forecasts, `signed` and `absolute` are the sorted residuals actual -
+    forecast and |actual - forecast| themselves, (n, H, k), and intervals use their exact order
+    statistics; with more, their quantiles at LEVELS ("higher" for the absolute ones, so an
+    interval never narrows below the order statistic). count: n.
     """
 
     signed: np.ndarray
@@ -57,32 +60,37 @@ class Calibration:
         """residuals: (n, H, k) actual - forecast at n held-out origins."""
         if len(residuals) == 0:
             raise ValueError("no held-out forecasts to calibrate the intervals on")
-        return cls(signed=np.quantile(residuals, LEVELS, axis=0, method="linear"),
-                   absolute=np.quantile(np.abs(residuals), LEVELS, axis=0, method="linear"),
-                   count=len(residuals))
+        if len(residuals) <= len(LEVELS):
+            signed, absolute = np.sort(residuals, axis=0), np.sort(np.abs(residuals), axis=0)
+        else:
+            signed = np.quantile(residuals, LEVELS, axis=0)
+            absolute = np.quantile(np.abs(residuals), LEVELS, axis=0, method="higher")
+        return cls(signed=signed.astype(np.float32), absolute=absolute.astype(np.float32), count=len(residuals))
 
-    def _level(self, q: np.ndarray) -> np.ndarray:
-        """The finite-sample conformal level: ceil((n + 1) q) / n, at most 1."""
-        return np.minimum(np.ceil((self.count + 1) * q) / self.count, 1.0)
+    @property
+    def exact(self) -> bool:
+        return len(self.absolute) == self.count
 
     def half_width(self, coverage: float) -> np.ndarray:
-        """Split-conformal half-width of the interval of `coverage`: (H, k)."""
-        return _interpolate(self.absolute, self._level(np.array([coverage])))[0]
+        """Split-conformal half-width of the interval of `coverage`: the ceil((n + 1) c)-th smallest
+        absolute residual, (H, k) float64. Capped at the largest one when (n + 1) c > n (a
+        calibration set of fewer than c / (1 - c) forecasts cannot promise more)."""
+        k = min(int(np.ceil((self.count + 1) * coverage)), self.count)  # the order statistic's rank
+        if self.exact:
+            return self.absolute[k - 1].astype(np.float64)
+        row = int(np.searchsorted(LEVELS, (k - 1) / max(self.count - 1, 1) - 1e-12))  # the grid level at or above
+        return self.absolute[min(row, len(LEVELS) - 1)].astype(np.float64)
 
     def offsets(self, alpha: np.ndarray) -> np.ndarray:
-        """Quantile offsets from the forecast at levels alpha: (A, H, k)."""
-        upper = alpha >= 0.5  # conservative on both sides: the lower tail is mirrored
-        level = np.where(upper, self._level(alpha), 1 - self._level(1 - alpha))
-        return _interpolate(self.signed, np.clip(level, 0, 1))
-
-
-def _interpolate(table: np.ndarray, levels: np.ndarray) -> np.ndarray:
-    """Rows of `table` (len(LEVELS), ...) at `levels`, linearly between the grid's levels."""
-    position = np.clip(levels, 0, 1) * (len(LEVELS) - 1)
-    low = np.floor(position).astype(int)
-    high = np.minimum(low + 1, len(LEVELS) - 1)
-    weight = (position - low).reshape(-1, *([1] * (table.ndim - 1)))
-    return table[low] * (1 - weight) + table[high] * weight
+        """Quantile offsets from the point forecast at levels alpha (the residuals' empirical
+        quantiles, interpolated): (A, H, k) float64."""
+        grid = np.linspace(0.0, 1.0, len(self.signed)) if self.exact else LEVELS
+        position = np.interp(alpha, grid, np.arange(len(grid)))
+        low = np.floor(position).astype(int)
+        high = np.minimum(low + 1, len(grid) - 1)
+        weight = (position - low)[:, None, None]
+        table = self.signed.astype(np.float64)
+        return table[low] * (1 - weight) + table[high] * weight
 
 
 def gaussian_offsets(std: np.ndarray, alpha: np.ndarray) -> np.ndarray:

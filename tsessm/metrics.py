@@ -77,5 +77,6 @@ def pinball(quantile: np.ndarray, actual: np.ndarray, alpha: float) -> float:
 
 def crps(quantiles: dict[float, np.ndarray], actual: np.ndarray) -> float:
     """CRPS approximated from quantile forecasts: twice the mean pinball loss over their levels
-    (exact in the limit of a dense, evenly spaced grid of levels)."""
+    (exact in the limit of a dense, evenly spaced grid over (0, 1); the backtests' 19 levels
+    0.05..0.95 read about 5 % high for a normal forecast: fine for comparing models)."""
     return float(2 * np.mean([pinball(q, actual, a) for a, q in quantiles.items()]))

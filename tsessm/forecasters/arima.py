@@ -216,8 +216,9 @@ def _is_int_tuple(value, n: int) -> bool:
 class ARIMAForecaster(BaseForecaster):
     """(Seasonal) ARIMA per target column, on statsmodels' SARIMAX, with fixed parameters after fit.
 
-    Univariate: one model per target column; input columns that are not targets (and `X`) are
-    ignored, as is `y_val`. After `fit`, `update` only advances each model's Kalman filter with
+    Univariate: one model per target column, with the `future_covariates` and calendar features
+    as SARIMAX exog; other input columns are ignored (with a warning), as is `y_val`. Intervals
+    are Gaussian, from the Kalman covariance (statsmodels' `get_forecast().conf_int()`). After `fit`, `update` only advances each model's Kalman filter with
     the fitted parameters (constant cost per row); nothing is re-estimated unless `refit_every`
     is set. Backtests use the fitted parameters as they are (no refit per window).
 
@@ -235,6 +236,12 @@ class ARIMAForecaster(BaseForecaster):
             started) on the full history seen so far after every `refit_every` rows absorbed by
             `update`. The refits happen at the same rows however the updates are chunked.
         missing: "error", "ffill" or "interpolate" for gaps and NaN in the input.
+        freq: the pandas offset alias of the series' frequency ("MS", "QS-OCT", "B", "h", ...);
+            None infers it (`pd.infer_freq`).
+        future_covariates: columns of `X` known ahead (a plan, a forecast): they enter SARIMAX as exog
+            (regression with ARIMA errors); `predict(fh, X)` takes their values at the forecast steps. Other columns of `X` are past inputs.
+        calendar: known-ahead features made from the timestamps (`tsessm.calendar`), e.g.
+            ["hour", "dayofweek"] or {"month": "onehot", "holiday": "US"}.
         verbose: 0 silences the progress bar of the order search.
         random_state: unused (the fit is deterministic); kept for a uniform interface.
 

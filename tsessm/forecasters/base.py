@@ -107,7 +107,7 @@ class BaseForecaster(SavedModel, KnownAhead, Uncertainty, ABC):
         if X is not None:
             x_name = "X" if name == "y" else name.replace("y", "X", 1)
             series = with_covariates(series, to_series(X, missing=missing, name=x_name, freq=series.freq))
-        spec = parse_calendar(getattr(self, "calendar", None))
+        spec = self._calendar()
         if spec:
             names = calendar_columns(spec)
             clash = sorted(set(names) & set(series.columns))
@@ -118,7 +118,7 @@ class BaseForecaster(SavedModel, KnownAhead, Uncertainty, ABC):
         return series, own
 
     def fit(self, y: Any, X: Any = None, *, y_val: Any = None, X_val: Any = None) -> "BaseForecaster":
-        """Fit on `y` (+ covariates `X`, used as inputs only). Returns self.
+        """Fit on `y` (+ covariates `X`: past inputs, and the `future_covariates` known ahead). Returns self.
 
         y_val / X_val: an optional validation stretch that follows `y` (rows at or before the
         end of `y` are ignored), used by models with early stopping. The fitted state covers
@@ -204,10 +204,13 @@ class BaseForecaster(SavedModel, KnownAhead, Uncertainty, ABC):
         """The forecast of steps 1..horizon after the last observation as a plain array:
         (horizon, n_targets) float64 in `target_columns_` order (`predict()` without the frame).
         future: for a model with `future_covariates`, their values at those steps, (horizon, F)."""
-        check_is_fitted(self, "n_seen_")
+        if not hasattr(self, "n_seen_"):
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet; call fit first")
+        forecast = np.array(self._predict(), dtype=np.float64)
+        if not getattr(self, "future_columns_", None) and future is None:  # the stream's fast path
+            return forecast
         steps = np.arange(1, self.horizon + 1)
-        effect = self._known_ahead_effect(steps, future_index(self.last_index_, self.freq_, steps), future)
-        return np.array(self._predict(), dtype=np.float64) + effect
+        return forecast + self._known_ahead_effect(steps, future_index(self.last_index_, self.freq_, steps), future)
 
     # ----- update ------------------------------------------------------------------------
     def update(self, y_new: Any, X_new: Any = None) -> "BaseForecaster":
@@ -263,7 +266,7 @@ class BaseForecaster(SavedModel, KnownAhead, Uncertainty, ABC):
         if not self._within_bounds(row):  # also false for NaN and inf: one check on the fast path
             self._check_finite(row)
             self._check_magnitudes(row[None], label, "values")
-        if getattr(self, "future_columns_", None):  # checked before the state moves
+        if getattr(self, "future_columns_", None) or future is not None:  # checked before the state moves
             steps = np.arange(1, self.horizon + 1)
             known = self._known_ahead_effect(steps, future_index(label, self.freq_, steps), future)
         else:
@@ -299,7 +302,7 @@ class BaseForecaster(SavedModel, KnownAhead, Uncertainty, ABC):
             check_magnitudes(values, center, self.value_scale_, self.columns_, labels, name)
 
     def _check_row(self, values: Any) -> np.ndarray:
-        columns = self.observed_columns
+        columns = self.columns_[: len(self.columns_) - len(getattr(self, "calendar_columns_", ()))]
         try:
             row = np.asarray(values, dtype=np.float64)
         except (TypeError, ValueError) as exc:
@@ -433,7 +436,10 @@ class BaseForecaster(SavedModel, KnownAhead, Uncertainty, ABC):
         neither used nor changed.
         """
         self._require_stream("a one-pass forecast")
-        values, origins = self._check_history(values, np.arange(len(values)) if origins is None else origins, 1)
+        if origins is None:  # every row that has the known-ahead inputs of its forecast steps
+            ahead = self.horizon if getattr(self, "future_columns_", None) else 0
+            origins = np.arange(max(len(values) - ahead, 0))
+        values, origins = self._check_history(values, origins, 1)
         return self._forecast_one_pass(values, origins)
 
     def _check_history(self, values: Any, origins: Any, lookback: int) -> tuple[np.ndarray, np.ndarray]:

@@ -67,6 +67,8 @@ class LinearForecaster(BaseForecaster):
         random_state: unused (the fit is closed-form and deterministic).
     """
 
+    USES_KNOWN_AHEAD = False  # future covariates and calendar features are ignored (a warning at fit)
+
     def __init__(self, horizon: int = 24, target=None, lookback: int = 336, alpha: float = 1.0,
                  normalization: str = "last", kernel_size: int = 25, missing: str = "error",
                  freq: str | None = None, future_covariates: Sequence[str] | None = None, calendar: Any = None,
@@ -124,9 +126,6 @@ class LinearForecaster(BaseForecaster):
 
     # ----- fit -----------------------------------------------------------------------------
     def _fit(self, values: np.ndarray, target_idx: list[int], val_values: np.ndarray | None) -> None:
-        if self.future_idx_:
-            warnings.warn("LinearForecaster ignores future_covariates and calendar features: it maps past "
-                          "values of each target", UserWarning, stacklevel=4)
         inputs = sorted(set(range(values.shape[1])) - set(target_idx) - set(self.future_idx_))
         if inputs:
             warnings.warn(f"LinearForecaster ignores {len(inputs)} input column(s) that are not targets (columns "
@@ -185,8 +184,6 @@ class LinearForecaster(BaseForecaster):
         new = values[-self.lookback :, self.target_idx_]
         self.window_ = np.concatenate([self.window_[len(new) :], new])
 
-    def _future_effect(self, future: np.ndarray, steps: np.ndarray) -> np.ndarray:
-        return np.zeros((len(steps), len(self.target_idx_)))  # ignored (fit warned)
 
     def _forecast_at(self, values: np.ndarray, origins: np.ndarray) -> np.ndarray:
         """The forecast at each origin from rows [origin - lookback + 1, origin]; rows before the

@@ -1,7 +1,6 @@
 """NaiveForecaster: last value or seasonal naive, the floor every real model must beat."""
 from __future__ import annotations
 
-import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -15,6 +14,8 @@ class NaiveForecaster(BaseForecaster):
 
     The forecast for step k is y[t + k - season_length * ceil(k / season_length)].
     """
+
+    USES_KNOWN_AHEAD = False  # future covariates and calendar features are ignored (a warning at fit)
 
     def __init__(self, horizon: int = 24, target=None, season_length: int = 1, missing: str = "error",
                  freq: str | None = None, future_covariates: Sequence[str] | None = None, calendar: Any = None,
@@ -41,17 +42,12 @@ class NaiveForecaster(BaseForecaster):
         return self.season_length * np.ceil(k / self.season_length).astype(int) - k
 
     def _fit(self, values, target_idx, val_values) -> None:
-        if self.future_idx_:
-            warnings.warn("NaiveForecaster ignores future_covariates and calendar features: it repeats past values",
-                          UserWarning, stacklevel=4)
         self.target_idx_ = list(target_idx)
         self.tail_ = values[-self.season_length :, self.target_idx_]
 
     def _update(self, values) -> None:
         self.tail_ = np.vstack([self.tail_, values[:, self.target_idx_]])[-self.season_length :]
 
-    def _future_effect(self, future: np.ndarray, steps: np.ndarray) -> np.ndarray:
-        return np.zeros((len(steps), len(self.target_idx_)))  # ignored (fit warned)
 
     def _predict(self) -> np.ndarray:
         return self.tail_[len(self.tail_) - 1 - self._lags()]

@@ -66,6 +66,12 @@ SHARED_ARGS_DOC = """\
         difference: read first differences x_t - x_{{t-1}} instead of levels; with `relative` the
             forecast then follows the series' level wherever it drifts (see `tsessm.nn.Differenced`).
         missing: "error", "ffill" or "interpolate" for gaps and NaN in the input.
+        freq: the pandas offset alias of the series' frequency ("MS", "QS-OCT", "B", "h", ...);
+            None infers it (`pd.infer_freq`).
+        future_covariates: columns of `X` known ahead (a plan, a forecast): `predict(fh, X)` takes
+            their values at the forecast steps. Other columns of `X` are past inputs.
+        calendar: known-ahead features made from the timestamps (`tsessm.calendar`), e.g.
+            ["hour", "dayofweek"] or {"month": "onehot", "holiday": "US"}.
         device: "auto" (CUDA when present), "cpu", "cuda", ...
         callbacks: callables, each called after every epoch with that epoch's log entry
             ({{"epoch", "train_loss", "val_loss"}}), e.g. to report to a pruner; not saved with the model.
@@ -215,6 +221,7 @@ class NeuralForecaster(BaseForecaster):
         net = nn.parallel.DistributedDataParallel(self.net_) if world > 1 else self.net_
 
         groups = self._param_groups(self.net_)
+        self.__dict__.pop("future_weight_", None)  # a refit without known-ahead inputs keeps none
         if self._future_idx():  # the known-ahead inputs' weights: (H, F, k), zero = no effect at first
             self.future_weight_ = nn.Parameter(x_all.new_zeros(H, len(self._future_idx()), len(self.target_idx_)))
             # a linear map whose right size is O(1): a faster rate lets it arrive within a short fit

@@ -96,7 +96,7 @@ class Uncertainty:
         half-width. Returns self."""
         check_is_fitted(self, "n_seen_")
         coverage = check_coverage(coverage)
-        if not (isinstance(rate, (int, float)) and 0 < rate <= 1):
+        if isinstance(rate, bool) or not (isinstance(rate, (int, float)) and 0 < rate <= 1):
             raise ValueError(f"rate must be in (0, 1], got {rate!r}")
         tracker = CoverageTracker.start(coverage, self._static_half_width(coverage), rate)
         tracker.made(None if self._n_user_future() else self.current_forecast())
@@ -120,10 +120,17 @@ class Uncertainty:
         return self._calibration(lookback).offsets(alpha)
 
     def _calibration(self, lookback: int | None = None) -> Calibration:
-        live = getattr(self, "calibration_", None)
-        if not self.can_stream:
-            live = getattr(self, "window_calibration_", None)
-        calibration = live if lookback is None else getattr(self, "window_calibration_", None)
+        """The one-pass calibration (the live forecasts'), or the windowed one when `lookback` is
+        given (it was made at the model's own lookback: another one is refused)."""
+        if "calibration_" not in self.__dict__:
+            raise ValueError(f"this {type(self).__name__} was saved by a tsessm without interval calibration "
+                             f"(0.3 and older): refit it to get intervals")
+        own = getattr(self, "lookback", None) or self._min_length()
+        if lookback is not None and lookback != own:
+            raise ValueError(f"the windowed intervals are calibrated on windows of the model's lookback={own}; "
+                             f"a backtest with lookback={lookback} would be miscalibrated")
+        windowed = lookback is not None or not self.can_stream
+        calibration = getattr(self, "window_calibration_" if windowed else "calibration_", None)
         if calibration is None:
             raise ValueError(f"this {type(self).__name__} has no calibration for its intervals: its fit had no "
                              f"held-out rows after `lookback` + `horizon` (fit on a longer series, or give y_val)")

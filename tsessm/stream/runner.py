@@ -21,6 +21,7 @@ import time as _time
 from dataclasses import asdict
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 
 from tsessm.checks import positive_int
@@ -175,12 +176,20 @@ class _Runner:
         try:
             if fills:  # the filled steps stay applied even if the record itself is then refused
                 previous = dict(zip(self.adapter.columns, self.series[sid].last_values))
-                for t in fills:  # (their forecasts use the record's known-ahead values, the latest there are)
-                    self._apply(sid, t, previous, filled=True, future=future)
+                for i, t in enumerate(fills):
+                    self._apply(sid, t, previous, filled=True, future=self._shifted(future, values, len(fills) - i))
             self._apply(sid, ts, values, filled=False, future=future)
         except RecordError as exc:
             return self._bad(record.line, str(exc))
         return None
+
+    def _shifted(self, future: Any, values: dict[str, float], back: int) -> Any:
+        """The known-ahead values of a filled step `back` steps before the record: the record's own
+        values up to its time, then the first horizon - back of its "future" ones."""
+        if future is None:
+            return None
+        own = np.array([[values[name] for name in self.adapter.known_ahead]])
+        return np.vstack([np.repeat(own, back, axis=0), future[: len(future) - back]])
 
     def _plan(self, record: Record) -> tuple[Any, pd.Timestamp, dict[str, float], list[pd.Timestamp], Any] | None:
         """(series id, time, values, the timestamps to forward-fill first, the known-ahead values),
