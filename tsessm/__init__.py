@@ -10,7 +10,7 @@ from typing import Any
 
 from tsessm.errors import StreamingNotSupported
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 _FORECASTERS = ("ARIMAForecaster", "BaseForecaster", "ESSMForecaster", "LinearForecaster", "LSTMForecaster",
                 "NaiveForecaster", "PanelForecaster")
 __all__ = [*_FORECASTERS, "StreamingNotSupported", "__version__"]
