@@ -71,7 +71,7 @@ SHARED_ARGS_DOC = """\
         future_covariates: columns of `X` known ahead (a plan, a forecast): `predict(fh, X)` takes
             their values at the forecast steps. Other columns of `X` are past inputs.
         calendar: known-ahead features made from the timestamps (`tsessm.calendar`), e.g.
-            ["hour", "dayofweek"] or {"month": "onehot", "holiday": "US"}.
+            ["hour", "dayofweek"] or {{"month": "onehot", "holiday": "US"}}.
         device: "auto" (CUDA when present), "cpu", "cuda", ...
         callbacks: callables, each called after every epoch with that epoch's log entry
             ({{"epoch", "train_loss", "val_loss"}}), e.g. to report to a pruner; not saved with the model.
