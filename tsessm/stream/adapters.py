@@ -202,7 +202,10 @@ class PanelAdapter:
 
     def interval(self, series_id: SeriesId, coverage: float) -> dict[str, dict[str, list[float]]]:
         row = self.row(series_id)
-        frame = self.panel.predict_interval(ids=[self.panel.ids_[row]], coverage=coverage)
+        try:
+            frame = self.panel.predict_interval(ids=[self.panel.ids_[row]], coverage=coverage)
+        except ValueError:  # no calibration (its series held out no rows): no interval
+            return None
         if not isinstance(frame, pd.DataFrame):
             frame = frame.to_pandas()
         pct = f"{100 * coverage:g}"
