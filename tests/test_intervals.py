@@ -236,3 +236,12 @@ def test_conformal_half_width_is_the_order_statistic():
     big = Calibration.from_residuals(large)
     exact = np.sort(np.abs(large), axis=0)[int(np.ceil(5001 * 0.9)) - 1]
     assert np.all(big.half_width(0.9) >= exact - 1e-6) and np.all(big.half_width(0.9) <= exact * 1.01)
+
+
+def test_windowed_intervals_at_another_lookback():
+    naive = NaiveForecaster(horizon=H).fit(Y[:300])  # its windows read only its last row: any lookback
+    assert backtest(naive, Y, test_start=320, lookback=48, coverage=0.9).intervals is not None
+    essm = ESSMForecaster(horizon=H, lookback=24, d_model=8, d_state=8, epochs=1, verbose=0, random_state=0,
+                          validation_fraction=0.2).fit(Y[:300])
+    with pytest.raises(ValueError, match="lookback=24; a backtest with lookback=48"):
+        backtest(essm, Y, test_start=320, lookback=48, coverage=0.9)

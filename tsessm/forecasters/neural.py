@@ -85,6 +85,7 @@ class NeuralForecaster(BaseForecaster):
 
     _LEGACY_DEFAULTS = {"difference": False}  # files from before `difference` hold level-input nets
     _UNSAVED_PARAMS = ("callbacks",)
+    WINDOWS_DEPEND_ON_LOOKBACK = True
 
     # ----- what subclasses provide -------------------------------------------------------
     def _build_net(self, n_in: int, n_out: int) -> nn.Module:

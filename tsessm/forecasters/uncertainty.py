@@ -20,6 +20,10 @@ from tsessm.intervals import Calibration, CoverageTracker, check_alpha, check_co
 class Uncertainty:
     """Intervals and quantiles (see the module docstring); the host class is a BaseForecaster."""
 
+    # Whether a windowed forecast changes with the window's length (the neural models' do; the
+    # naive and linear ones read only their own last rows of any longer window).
+    WINDOWS_DEPEND_ON_LOOKBACK = False
+
     # How the intervals are made: from held-out residuals ("conformal"), or by the model itself.
     INTERVALS = "conformal"
 
@@ -125,10 +129,9 @@ class Uncertainty:
         if "calibration_" not in self.__dict__:
             raise ValueError(f"this {type(self).__name__} was saved by a tsessm without interval calibration "
                              f"(0.3 and older): refit it to get intervals")
-        own = getattr(self, "lookback", None) or self._min_length()
-        if lookback is not None and lookback != own:
-            raise ValueError(f"the windowed intervals are calibrated on windows of the model's lookback={own}; "
-                             f"a backtest with lookback={lookback} would be miscalibrated")
+        if lookback is not None and self.WINDOWS_DEPEND_ON_LOOKBACK and lookback != self.lookback:
+            raise ValueError(f"the windowed intervals are calibrated on windows of the model's lookback="
+                             f"{self.lookback}; a backtest with lookback={lookback} would be miscalibrated")
         windowed = lookback is not None or not self.can_stream
         calibration = getattr(self, "window_calibration_" if windowed else "calibration_", None)
         if calibration is None:
