@@ -30,7 +30,7 @@ from tsessm.data import freq_name
 from tsessm.mlflow_uri import is_model_uri
 from tsessm.stream.adapters import RecordError, class_path, load_adapter, load_model, make_adapter
 from tsessm.stream.checkpoint import CheckpointError, CheckpointStore
-from tsessm.stream.counters import Counters, SeriesState
+from tsessm.stream.counters import Counters, SeriesState, restored
 from tsessm.stream.grid import steps_between
 from tsessm.stream.records import BadRecord, convert, known_ahead
 
@@ -107,15 +107,12 @@ class ForecastService:
         return service
 
     def restore(self, manifest: dict) -> None:
-        fields = Counters.__dataclass_fields__
-        self.counters = Counters(**{k: int(v) for k, v in manifest["counters"].items() if k in fields})
-        width = len(self.adapter.columns)
+        try:
+            self.counters, series = restored(manifest, len(self.adapter.columns))
+        except ValueError as exc:
+            raise ServiceSetupError(str(exc)) from None
+        self.series.update(series)
         for entry in manifest["series"]:
-            last = entry.get("last_values")
-            if last is not None and len(last) != width:
-                raise ServiceSetupError(f"damaged checkpoint: series {entry['id']!r} keeps {len(last)} last values, "
-                                        f"the model has {width} columns")
-            self.series[entry["id"]] = SeriesState(int(entry["count"]), last)
             try:
                 last_time = self.adapter.last_time(entry["id"])
             except RecordError as exc:

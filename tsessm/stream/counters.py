@@ -21,6 +21,21 @@ class SeriesState:
     last_values: list[float] | None = None  # for --gap ffill
 
 
+def restored(manifest: dict, width: int) -> tuple[Counters, dict[Any, SeriesState]]:
+    """The counters and per-series state a checkpoint manifest keeps, checked against a model of
+    `width` columns; a ValueError names the damage."""
+    fields = Counters.__dataclass_fields__
+    counters = Counters(**{k: int(v) for k, v in manifest["counters"].items() if k in fields})
+    series = {}
+    for entry in manifest["series"]:
+        last = entry.get("last_values")
+        if last is not None and len(last) != width:
+            raise ValueError(f"damaged checkpoint: series {entry['id']!r} keeps {len(last)} last values, "
+                             f"the model has {width} columns")
+        series[entry["id"]] = SeriesState(int(entry["count"]), last)
+    return counters, series
+
+
 @dataclass
 class StreamResult:
     status: str  # "end", "stopped" (signal/stop event), "idle" (--idle-timeout), "bad_record", "output_closed"

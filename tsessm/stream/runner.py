@@ -30,7 +30,7 @@ from tsessm.intervals import check_coverage
 from tsessm.mlflow_uri import is_model_uri
 from tsessm.stream.adapters import RecordError, StreamAdapter, class_path, load_adapter, load_model, make_adapter
 from tsessm.stream.checkpoint import CheckpointError, CheckpointStore
-from tsessm.stream.counters import Counters, SeriesState, StreamResult
+from tsessm.stream.counters import Counters, SeriesState, StreamResult, restored
 from tsessm.stream.grid import steps_between
 from tsessm.stream.records import BadRecord, convert, known_ahead
 from tsessm.stream.reload import (DEFAULT_HISTORY_ROWS, History, Reloader, alias_of, parse_duration,
@@ -81,17 +81,11 @@ class _Runner:
 
     # ----- checkpoint -----------------------------------------------------------------------
     def restore(self, manifest: dict) -> None:
-        self.counters = Counters(**{k: int(v) for k, v in manifest["counters"].items() if k in Counters.__dataclass_fields__})
+        try:
+            self.counters, self.series = restored(manifest, len(self.adapter.columns))
+        except ValueError as exc:
+            raise StreamSetupError(str(exc)) from None
         self.counters_at_start = Counters(**asdict(self.counters))
-        width = len(self.adapter.columns)
-        for entry in manifest["series"]:
-            last = entry.get("last_values")
-            if last is not None and len(last) != width:
-                raise StreamSetupError(f"damaged checkpoint: series {entry['id']!r} keeps {len(last)} last values, "
-                                       f"the model has {width} columns")
-        self.series = {
-            entry["id"]: SeriesState(int(entry["count"]), entry.get("last_values")) for entry in manifest["series"]
-        }
         self.seq = int(manifest["seq"])
         self.model_source = manifest.get("model_source")
         self.model_version = manifest.get("model_version")
