@@ -20,12 +20,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-# feature -> (its value from a DatetimeIndex, the cycle length, the first value, default encoding, harmonics)
+_DAY_NS, _HOUR_NS = 86_400 * 10**9, 3_600 * 10**9
+
+
+def _days(ns: np.ndarray) -> np.ndarray:
+    return ns.astype("datetime64[ns]").astype("datetime64[D]")
+
+
+# feature -> (its value from local wall-clock int64 nanoseconds, the cycle length, the first value,
+# default encoding, harmonics). Plain numpy: `observe` makes them for one timestamp per row.
 FEATURES = {
-    "hour": (lambda ix: ix.hour + ix.minute / 60, 24, 0, "fourier", 3),
-    "dayofweek": (lambda ix: ix.day_of_week, 7, 0, "onehot", 2),
-    "dayofmonth": (lambda ix: ix.day, 31, 1, "fourier", 2),
-    "month": (lambda ix: ix.month, 12, 1, "fourier", 2),
+    "hour": (lambda ns: (ns % _DAY_NS) / _HOUR_NS, 24, 0, "fourier", 3),
+    "dayofweek": (lambda ns: (ns // _DAY_NS + 3) % 7, 7, 0, "onehot", 2),  # 1970-01-01 was a Thursday (3)
+    "dayofmonth": (lambda ns: (_days(ns) - _days(ns).astype("datetime64[M]")).astype(np.int64) + 1, 31, 1,
+                   "fourier", 2),
+    "month": (lambda ns: _days(ns).astype("datetime64[M]").astype(np.int64) % 12 + 1, 12, 1, "fourier", 2),
 }
 ENCODINGS = ("fourier", "onehot")
 PREFIX = "cal_"
@@ -76,15 +85,18 @@ def calendar_features(index: pd.DatetimeIndex, spec: dict[str, str]) -> np.ndarr
     if not isinstance(index, pd.DatetimeIndex):
         raise ValueError("calendar features need timestamps (a DatetimeIndex or a time column), "
                          "not integer steps; pass calendar=None for numpy input")
+    local = index.tz_localize(None) if index.tz is not None else index  # the wall clock
+    ns = local.as_unit("ns").asi8
     blocks = []
     for name, how in spec.items():
         if name == "holiday":
-            days = index.tz_localize(None).normalize() if index.tz is not None else index.normalize()
-            flags = days.isin(_holiday_dates(how, tuple(sorted(set(days.year)))))
+            days = _days(ns)
+            years = tuple(sorted(set((days.astype("datetime64[Y]").astype(np.int64) + 1970).tolist())))
+            flags = np.isin(days, _holiday_dates(how, years).values.astype("datetime64[D]"))
             blocks.append(flags.astype(np.float64)[:, None])
             continue
         value_of, cycle, first, _, harmonics = FEATURES[name]
-        values = np.asarray(value_of(index), dtype=np.float64)
+        values = np.asarray(value_of(ns), dtype=np.float64)
         if how == "fourier":
             angle = 2 * np.pi * (values - first) / cycle
             blocks += [f(k * angle)[:, None] for k in range(1, harmonics + 1) for f in (np.sin, np.cos)]
