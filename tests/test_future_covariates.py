@@ -39,6 +39,7 @@ def test_knowing_the_promotion_ahead_wins_by_a_wide_margin(essm_pair):
     with_future, without = essm_pair
     data = Y.join(X)
     known = backtest(with_future, data, test_start=FIT, train_rows=FIT).scores["mse"]
+    assert backtest(with_future, Y, X, test_start=FIT, train_rows=FIT).scores["mse"] == known  # X apart, as in fit
     blind = backtest(without, data, test_start=FIT, train_rows=FIT).scores["mse"]
     assert known < 0.6 * blind, (known, blind)
 

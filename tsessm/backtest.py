@@ -79,6 +79,7 @@ class BacktestResult:
 def backtest(
     model: BaseForecaster,
     y: Any,
+    X: Any = None,
     *,
     test_start: int,
     train_rows: int | None = None,
@@ -90,6 +91,8 @@ def backtest(
     """Evaluate a fitted `model` on the rows of `y` from `test_start` on.
 
     y: the history and the test stretch, with the columns the model was fitted on.
+    X: its covariates as in `fit(y, X)` (past inputs and the future covariates, whose values
+        the forecasts read at each origin's next `horizon` rows), or None when `y` holds them.
     test_start: first row forecast; origins run from test_start - 1 to len(y) - horizon - 1.
     train_rows: the scaler for the metrics is fitted on y[:train_rows]. The protocol fits it on
         the train split only: pass the train split's end (the default, test_start, also
@@ -103,7 +106,7 @@ def backtest(
     check_is_fitted(model, "n_seen_")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    values, index = model.history_rows(y)
+    values, index = model.history_rows(y, X)
     H = model.horizon
     lookback = lookback if lookback is not None else getattr(model, "lookback", 1)
     train_rows = train_rows if train_rows is not None else test_start
