@@ -50,6 +50,7 @@ class ESSMForecaster(NeuralForecaster):
         patience: int = 3,
         validation_fraction: float = 0.1,
         relative: bool = True,
+        linear_skip: int = 0,
         difference: bool = True,
         missing: str = "error",
         freq: str | None = None,
@@ -81,6 +82,7 @@ class ESSMForecaster(NeuralForecaster):
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.relative = relative
+        self.linear_skip = linear_skip
         self.difference = difference
         self.missing = missing
         self.freq = freq

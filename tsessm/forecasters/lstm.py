@@ -35,6 +35,7 @@ class LSTMForecaster(NeuralForecaster):
         patience: int = 3,
         validation_fraction: float = 0.1,
         relative: bool = True,
+        linear_skip: int = 0,
         difference: bool = True,
         missing: str = "error",
         freq: str | None = None,
@@ -58,6 +59,7 @@ class LSTMForecaster(NeuralForecaster):
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.relative = relative
+        self.linear_skip = linear_skip
         self.difference = difference
         self.missing = missing
         self.freq = freq

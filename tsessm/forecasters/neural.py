@@ -34,6 +34,8 @@ FORECAST_CHUNK_VALUES = 32_000_000
 # ... and windowed forecasts at most this many windows at a time: bigger batches are slower on a
 # CPU (ETTh1 OT test, H=24: 256 windows a batch 0.94 s, all 2 857 in one 4.6 s).
 WINDOWS_PER_BATCH = 256
+# The linear skip path's ridge penalty (on scaled values, as LinearForecaster's default).
+LINEAR_SKIP_ALPHA = 1.0
 # The known-ahead inputs' weights learn at this multiple of `lr`.
 FUTURE_LR_FACTOR = 50
 
@@ -63,6 +65,11 @@ SHARED_ARGS_DOC = """\
             (10 to 200 batches).
         validation_fraction: tail of `y` held out for early stopping when no `y_val` is given.
         relative: forecast the change from the current value (a streaming-safe normalisation).
+        linear_skip: 0 (off), or a window of that many rows (at most `lookback`) read by a linear
+            skip path: the forecast is the last value plus NLinear's ridge map of the window's
+            change from it (fitted in closed form on the train rows) plus the net's correction,
+            so the model contains the linear one and starts from it (needs relative=True). The
+            last `linear_skip` target values are kept in the streaming state.
         difference: read first differences x_t - x_{{t-1}} instead of levels; with `relative` the
             forecast then follows the series' level wherever it drifts (see `tsessm.nn.Differenced`).
         missing: "error", "ffill" or "interpolate" for gaps and NaN in the input.
@@ -119,6 +126,12 @@ class NeuralForecaster(BaseForecaster):
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
         if not isinstance(self.difference, bool):
             raise TypeError(f"difference must be True or False, got {self.difference!r}")
+        skip = getattr(self, "linear_skip", 0)
+        if isinstance(skip, bool) or not isinstance(skip, int) or not 0 <= skip <= self.lookback:
+            raise ValueError(f"linear_skip must be 0 or a window of at most lookback={self.lookback} rows, "
+                             f"got {skip!r}")
+        if skip and not self.relative:
+            raise ValueError("linear_skip needs relative=True (the skip path forecasts from the last value)")
         if self.callbacks is not None and not (isinstance(self.callbacks, (list, tuple))
                                                and all(callable(c) for c in self.callbacks)):
             raise TypeError(f"callbacks must be a list of callables (each called with the epoch's log entry), "
@@ -158,6 +171,9 @@ class NeuralForecaster(BaseForecaster):
         self.mean_, self.std_ = standard_stats(values[:n_train])
         self.fit_scaled([(self._scale(history), n_train)], target_idx)
         self._reset_stream(self._scale(values))
+        self.__dict__.pop("linear_window_", None)
+        if self._linear_skip():
+            self._keep_window(self._scale(values[-self.linear_skip :]))
 
     def train_rows(self, n_rows: int) -> int:
         """Of a series of `n_rows`, the rows to train on when the tail `validation_fraction` is held out for early stopping
@@ -176,6 +192,7 @@ class NeuralForecaster(BaseForecaster):
         `target_idx_` and `history_`; the scaler and the streaming state are the caller's."""
         self.device_ = resolve_device(self.device)
         self.target_idx_ = list(target_idx)
+        self._fit_linear_skip(segments)
         seed = self.random_state if self.random_state is not None else int(np.random.SeedSequence().entropy % 2**31)
         seed = _same_on_every_rank(seed)
         with torch.random.fork_rng(devices=[]):
@@ -230,6 +247,9 @@ class NeuralForecaster(BaseForecaster):
         optimizer = torch.optim.AdamW(groups, lr=self.lr, weight_decay=0.01)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(self.epochs * batches))
         best, best_loss, bad_epochs, log = None, math.inf, 0, []
+        if self._linear_skip() and val_spans:  # the linear model itself: kept unless training beats it
+            self.net_.eval()
+            best, best_loss = copy.deepcopy(self._trained_weights()), self._validation_loss(x_all, offsets_of, val_spans)
         bar = tqdm(range(self.epochs), desc=type(self).__name__, disable=not self.verbose, leave=False)
         for epoch in bar:
             self.net_.train()
@@ -237,7 +257,9 @@ class NeuralForecaster(BaseForecaster):
             losses = []
             for batch in starts.split(self.batch_size):
                 rows = (batch[:, None] + offsets)[rank::world]  # (B / world, window)
-                pred = self._run(x_all[rows], net)[:, burn_in:] + self._future_term(x_all, rows[:, burn_in:])
+                ahead = rows[:, burn_in:]
+                pred = self._run(x_all[rows], net)[:, burn_in:] + self._future_term(x_all, ahead) + \
+                    self._linear_term(x_all, ahead)
                 loss = nn.functional.mse_loss(pred, self._targets_after(x_all, rows[:, burn_in:]))
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"training diverged: loss is {loss.item()} at epoch {epoch + 1}")
@@ -327,7 +349,7 @@ class NeuralForecaster(BaseForecaster):
         # keep each chunk's (batch, lookback, H, k) forecasts alive), so chunk by windows.
         base = torch.cat([self._run(x[batch[:, None] + offsets])[:, -1].clone()
                           for batch in origins.split(min(WINDOWS_PER_BATCH, self._rows_per_chunk(lookback)))])
-        return base + self._future_term(x, origins)
+        return base + self._future_term(x, origins) + self._linear_term(x, origins)
 
     @torch.no_grad()
     def _stream_forecasts(self, x: Tensor, rows: Tensor | np.ndarray) -> Tensor:
@@ -348,7 +370,7 @@ class NeuralForecaster(BaseForecaster):
             out, state = self.net_.prefill(xs[None], state)
             inside = wanted[(wanted >= start) & (wanted < start + len(xs))] - start
             picked.append(self._anchor(out[0, inside], xs[inside]))
-        return (torch.cat(picked) + self._future_term(x, wanted))[back]
+        return (torch.cat(picked) + self._future_term(x, wanted) + self._linear_term(x, wanted))[back]
 
     # ----- streaming state ---------------------------------------------------------------
     @torch.no_grad()
@@ -377,6 +399,8 @@ class NeuralForecaster(BaseForecaster):
             self._step_row(self._scale(values[0]))
         else:
             self._update_chunk(values)
+        if self._linear_skip():
+            self._keep_window(self._scale(values[-self.linear_skip :]))
 
     @torch.no_grad()
     def _update_chunk(self, values: np.ndarray) -> None:
@@ -420,7 +444,60 @@ class NeuralForecaster(BaseForecaster):
         return (out + x[:, None, self.target_idx_] if self.relative else out), state
 
     def _predict(self) -> np.ndarray:
+        if self._linear_skip():
+            return self._unscale_targets(self.last_out_ + self.linear_out_)
         return self._unscale_targets(self.last_out_)
+
+    # ----- the linear skip path ----------------------------------------------------------
+    def _linear_skip(self) -> int:
+        return getattr(self, "linear_skip", 0) or 0
+
+    def _fit_linear_skip(self, segments: list[tuple[np.ndarray, int]]) -> None:
+        """NLinear's ridge map on every train window of every target, scaled values: the change
+        from the window's last value -> the next H changes; one map shared by the targets."""
+        self.__dict__.pop("linear_coef_", None)
+        L = self._linear_skip()
+        if not L:
+            return
+        X, Y = [], []
+        for xs, n_train in segments:
+            for j in self.target_idx_:
+                series = xs[:n_train, j].astype(np.float64)
+                windows = np.lib.stride_tricks.sliding_window_view(series, L + self.horizon)
+                last = windows[:, L - 1 : L]
+                X.append(windows[:, :L] - last)
+                Y.append(windows[:, L:] - last)
+        X, Y = np.concatenate(X), np.concatenate(Y)
+        mean_x, mean_y = X.mean(axis=0), Y.mean(axis=0)
+        Xc = X - mean_x
+        coef = np.linalg.solve(Xc.T @ Xc + LINEAR_SKIP_ALPHA * np.eye(L), Xc.T @ (Y - mean_y))
+        self.linear_coef_ = coef.astype(np.float32)  # (L, H)
+        self.linear_intercept_ = (mean_y - mean_x @ coef).astype(np.float32)  # (H,)
+
+    def _linear_term(self, x: Tensor, rows: Tensor) -> Tensor | float:
+        """The skip path's change from the last value at each row t of x (T, C), from rows
+        t-L+1..t (the first row repeated before the series starts): (*rows.shape, H, k)."""
+        L = self._linear_skip()
+        if not L:
+            return 0.0
+        back = torch.arange(L - 1, -1, -1, device=x.device)
+        window = x[(rows[..., None] - back).clamp_min(0)][..., self.target_idx_]  # (*rows, L, k)
+        change = window - window[..., -1:, :]
+        coef = torch.as_tensor(self.linear_coef_, device=x.device, dtype=x.dtype)
+        bias = torch.as_tensor(self.linear_intercept_, device=x.device, dtype=x.dtype)
+        return torch.einsum("...lk,lh->...hk", change, coef) + bias[:, None]
+
+    def _keep_window(self, scaled_rows: np.ndarray) -> None:
+        """Append scaled rows (n, C) to the skip path's window and recompute its term (H, k)."""
+        L = self._linear_skip()
+        targets = scaled_rows[:, self.target_idx_]
+        kept = getattr(self, "linear_window_", None)
+        window = targets if kept is None else np.vstack([kept, targets])
+        if len(window) < L:  # fewer rows than the window: the first is repeated, as in the backtests
+            window = np.vstack([np.repeat(window[:1], L - len(window), axis=0), window])
+        self.linear_window_ = window[-L:].astype(np.float32)
+        change = self.linear_window_ - self.linear_window_[-1]
+        self.linear_out_ = np.einsum("lk,lh->hk", change, self.linear_coef_) + self.linear_intercept_[:, None]
 
     # ----- backtests ---------------------------------------------------------------------
     def _forecast_windows(self, values: np.ndarray, origins: np.ndarray, lookback: int) -> np.ndarray:

@@ -63,9 +63,9 @@ class PanelForecaster(SavedModel):
         """Train the global model on every series of the long frame `df`."""
         model = clone(self.forecaster)
         model.check_params()
-        if model.future_covariates or model.calendar:
-            raise ValueError("a panel does not take future_covariates or calendar features yet; fit a single-series "
-                             "forecaster per series for them")
+        if model.future_covariates or model.calendar or getattr(model, "linear_skip", 0):
+            raise ValueError("a panel does not take future_covariates, calendar features or linear_skip yet; fit "
+                             "a single-series forecaster per series for them")
         if not model.can_stream:
             raise StreamingNotSupported("a panel keeps one recurrent state per series, which a bidirectional "
                                         "eSSM does not have; use bidirectional=False")
