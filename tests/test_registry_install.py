@@ -30,10 +30,9 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
-import pytest
 
 import tsessm
-from tsessm import registry, tracking
+from tsessm import tracking
 
 TARGETS = ["load", "temp"]
 
