@@ -240,7 +240,12 @@ def test_the_token_is_required_when_set(model_path, new, tmp_path):
                 assert status == 401 and head["www-authenticate"] == "Bearer" and "bearer token" in answer["error"]
                 assert "s3cret" not in json.dumps(answer)
         assert service.counters.applied == 0
-        assert call(app, "GET", "/health")[0] == 200  # liveness needs no token
+        status, _, health = call(app, "GET", "/health")
+        assert status == 200 and health == {"status": "ok"}  # liveness needs no token, and tells no more
+        for made_up in ("FOO1", "ZZZ"):  # unknown methods never add a metrics series
+            call(app, made_up, "/", None)
+        metrics = call(app, "GET", "/metrics", headers={"Authorization": "Bearer s3cret-token"})[2]
+        assert "FOO1" not in str(metrics) and "ZZZ" not in str(metrics)
         good = {"Authorization": "Bearer s3cret-token"}
         assert call(app, "POST", "/observations", post, headers=good)[0] == 200
         assert call(app, "GET", "/forecast/a", headers=good)[0] == 200

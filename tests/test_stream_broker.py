@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -301,7 +302,7 @@ def test_two_runners_one_killed_and_restarted_equal_one_uninterrupted_run(
     mine = [r for r in records if partition_of(r["sid"], P) % 2 == 0]
     applied_at_kill = _manifest(tmp_path / "ckpt0")["counters"]["applied"]
     assert 60 <= applied_at_kill < len(mine)
-    stranded = pending(client, key, consumer="runner-0")
+    stranded = pending(client, key, consumer=f"{socket.gethostname()}-runner-0")
     assert stranded > 0  # read by the killed runner and never acknowledged
 
     restart = subprocess.run(cmd(0), env=_env(), stderr=logs[2], timeout=240)

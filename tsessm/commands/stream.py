@@ -113,7 +113,7 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     broker = p.add_argument_group("broker input (--input redis://...; these override the URL's parameters)")
     broker.add_argument("--group", metavar="NAME", help="the consumer group (default tsessm)")
     broker.add_argument("--consumer", metavar="NAME",
-                        help="this runner's consumer name (default runner-I); keep it across restarts")
+                        help="this runner's consumer name (default <host>-runner-I); keep it across restarts")
     broker.add_argument("--partitions", type=positive_int_arg, metavar="P",
                         help="the producer's partition streams KEY:0..KEY:P-1 (default 1: KEY itself)")
     broker.add_argument("--partition", metavar="I/N",

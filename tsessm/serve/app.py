@@ -34,6 +34,7 @@ from tsessm.serve.service import ForecastService, Refused
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB
 DEFAULT_MAX_RECORDS = 10_000
 OPEN_PATHS = ("/health",)  # answered without the token
+KNOWN_METHODS = ("GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS")
 
 
 def route_of(path: str) -> str:
@@ -84,7 +85,9 @@ class Front:
             if not started[0]:
                 await _send_json(sending, 500, {"error": f"internal error ({type(exc).__name__}); see the server log"})
         finally:
-            self.metrics.observe_request(scope.get("method", ""), route_of(scope.get("path", "")), status[0],
+            method = scope.get("method", "")  # a made-up method must not add a metrics series
+            method = method if method in KNOWN_METHODS else "other"
+            self.metrics.observe_request(method, route_of(scope.get("path", "")), status[0],
                                          time.perf_counter() - start)
 
     def _refuse(self, scope: dict) -> tuple | None:
@@ -162,7 +165,8 @@ def build_app(service: ForecastService, *, token: str | None = None, max_body_by
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        return JSONResponse(service.health())
+        # open to all: with a token set it says only that the service is up
+        return JSONResponse({"status": "ok"} if token else service.health())
 
     @app.get("/metrics")
     async def metrics_text() -> Response:

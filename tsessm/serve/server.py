@@ -3,6 +3,8 @@
 SIGINT/SIGTERM after uvicorn's graceful shutdown."""
 from __future__ import annotations
 
+import logging
+
 import signal
 import socket
 import sys
@@ -40,6 +42,8 @@ def run_server(app: Any, sock: socket.socket, *, on_stop: Callable[[], None], ac
     config = uvicorn.Config(app, workers=1, lifespan="off", access_log=access_log, log_level="warning",
                             timeout_graceful_shutdown=10)
     server = uvicorn.Server(config)
+    if access_log:  # log_level="warning" above would silence uvicorn's INFO request lines
+        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
     received: list[int] = []
     previous = {}
     if threading.current_thread() is threading.main_thread():

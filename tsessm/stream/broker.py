@@ -58,6 +58,7 @@ and the producer keys each message by series id (`partition_of` or Kafka's own k
 from __future__ import annotations
 
 import json
+import socket
 import time
 import zlib
 from collections import deque
@@ -274,7 +275,7 @@ class RedisStreamSource(BrokerSource):
     url: redis://[user:password@]host:port/db?stream=KEY&group=G&consumer=C&partitions=P&part=i/N
         stream      the key (required); partition p is the stream KEY:p (KEY itself when P = 1)
         group       the consumer group (default tsessm), created at the stream's start when missing
-        consumer    this runner's name in the group (default runner-i); keep it across restarts
+        consumer    this runner's name in the group (default <host>-runner-i); keep it across restarts
         partitions  P, as the producer wrote them (default 1)
         part        i/N: this runner's share (default 0/1: every partition)
         batch       entries per read (default 100)
@@ -295,7 +296,9 @@ class RedisStreamSource(BrokerSource):
         self.group = p.get("group") or DEFAULT_GROUP
         self.partitions = _number(p, "partitions", 1, int, 1)
         self.part = parse_part(p.get("part", "0/1"))
-        self.consumer = p.get("consumer") or f"runner-{self.part[0]}"
+        # per host by default: the same --partition started on a second machine finds the lease
+        # held by another name and is refused; a restart on this machine takes it back
+        self.consumer = p.get("consumer") or f"{socket.gethostname()}-runner-{self.part[0]}"
         self.batch = _number(p, "batch", 100, int, 1)
         self.lease_ms = int(_number(p, "lease", 30.0) * 1000)
         self.start = p.get("start", "0")
