@@ -142,10 +142,10 @@ def backtest(
 def _add_intervals(result: BacktestResult, model: BaseForecaster, coverage: float, lookback: int | None,
                    online: bool) -> None:
     """Intervals and the CRPS grid's quantiles for every origin (see the module docstring)."""
-    half = model._static_half_width(coverage, lookback)  # (H, k)
+    half = model.static_half_width(coverage, lookback)  # (H, k)
     if lookback is None and online:
         half = track_one_pass(result.forecasts, result.actuals, CoverageTracker.start(coverage, half))
     result.coverage = coverage
     result.intervals = np.stack([result.forecasts - half, result.forecasts + half], axis=-1)
-    offsets = model._quantile_offsets(CRPS_LEVELS, lookback)  # (A, H, k)
+    offsets = model.quantile_offsets(CRPS_LEVELS, lookback)  # (A, H, k)
     result.quantiles = {float(level): result.forecasts + offsets[i] for i, level in enumerate(CRPS_LEVELS)}

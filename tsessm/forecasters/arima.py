@@ -348,10 +348,10 @@ class ARIMAForecaster(BaseForecaster):
         return np.stack([fit.forecast_std(self.horizon, None if lookback is None else fit.window_cov(lookback))
                          for fit in self.fits_], axis=1)
 
-    def _static_half_width(self, coverage: float, lookback: int | None = None) -> np.ndarray:
+    def static_half_width(self, coverage: float, lookback: int | None = None) -> np.ndarray:
         return norm.ppf((1 + coverage) / 2) * self.forecast_std(lookback)
 
-    def _quantile_offsets(self, alpha: np.ndarray, lookback: int | None = None) -> np.ndarray:
+    def quantile_offsets(self, alpha: np.ndarray, lookback: int | None = None) -> np.ndarray:
         return gaussian_offsets(self.forecast_std(lookback), alpha)
 
     def _search(self, ys: np.ndarray, exog: np.ndarray | None) -> tuple[list[_TargetFit], list[dict]]:

@@ -277,8 +277,7 @@ class BaseForecaster(SavedModel, KnownAhead, Uncertainty, ABC):
         self._track(row[None], forecast)
         if coverage is None:
             return forecast
-        half = self._half_width(coverage)
-        return forecast, np.stack([forecast - half, forecast + half], axis=-1)
+        return forecast, self._bounds(forecast, coverage)
 
     def _absorb(self, values: np.ndarray) -> np.ndarray:
         """`_update`, then a guard: a forecast that is not finite is never kept (the caller's
@@ -302,7 +301,7 @@ class BaseForecaster(SavedModel, KnownAhead, Uncertainty, ABC):
             check_magnitudes(values, center, self.value_scale_, self.columns_, labels, name)
 
     def _check_row(self, values: Any) -> np.ndarray:
-        columns = self.columns_[: len(self.columns_) - len(getattr(self, "calendar_columns_", ()))]
+        columns = self._observed()
         try:
             row = np.asarray(values, dtype=np.float64)
         except (TypeError, ValueError) as exc:

@@ -57,7 +57,10 @@ class KnownAhead:
         """The columns a new row carries (`observe`, a stream record): `columns_` without the
         calendar features, which come from the timestamps."""
         check_is_fitted(self, "n_seen_")
-        return list(self.columns_[: len(self.columns_) - len(getattr(self, "calendar_columns_", ()))])
+        return list(self._observed())
+
+    def _observed(self) -> list[str]:
+        return self.columns_[: len(self.columns_) - len(getattr(self, "calendar_columns_", ()))]
 
     @property
     def known_ahead_columns(self) -> list[str]:

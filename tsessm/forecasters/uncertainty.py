@@ -3,7 +3,7 @@
 `Uncertainty` is a mixin of `BaseForecaster`. After `_fit`, `_calibrate` keeps the residuals of
 held-out forecasts per horizon step (`tsessm.intervals.Calibration`, one-pass and windowed);
 `predict_interval` and `predict_quantiles` read them (a model that makes its own intervals, as
-ARIMA does from its Kalman covariance, overrides `_static_half_width` and `_quantile_offsets`);
+ARIMA does from its Kalman covariance, overrides `static_half_width` and `quantile_offsets`);
 `track_coverage` starts the online recalibration that `observe` and one-row updates feed.
 """
 from __future__ import annotations
@@ -87,7 +87,7 @@ class Uncertainty:
         steps = self.resolve_fh(fh)
         index = future_index(self.last_index_, self.freq_, steps)
         point = self._predict()[steps - 1] + self._known_ahead_effect(steps, index, X)
-        offsets = self._quantile_offsets(levels)[:, steps - 1]  # (A, n, k)
+        offsets = self.quantile_offsets(levels)[:, steps - 1]  # (A, n, k)
         values = (point[None] + offsets).transpose(1, 2, 0).reshape(len(steps), -1)
         columns = [f"{t}-q-{a:g}" for t in self.target_columns_ for a in levels]
         return to_output(values, columns, index, self.input_kind_)
@@ -102,7 +102,7 @@ class Uncertainty:
         coverage = check_coverage(coverage)
         if isinstance(rate, bool) or not (isinstance(rate, (int, float)) and 0 < rate <= 1):
             raise ValueError(f"rate must be in (0, 1], got {rate!r}")
-        tracker = CoverageTracker.start(coverage, self._static_half_width(coverage), rate)
+        tracker = CoverageTracker.start(coverage, self.static_half_width(coverage), rate)
         tracker.made(None if self._n_user_future() else self.current_forecast())
         self.interval_tracker_ = tracker
         return self
@@ -112,15 +112,27 @@ class Uncertainty:
         tracker = getattr(self, "interval_tracker_", None)
         if tracker is not None and tracker.coverage == coverage:
             return tracker.half
-        return self._static_half_width(coverage)
+        return self.static_half_width(coverage)
 
-    def _static_half_width(self, coverage: float, lookback: int | None = None) -> np.ndarray:
-        """Split-conformal: (H, k), of the live (one-pass) forecasts or, lookback given, of
-        windowed ones (ARIMA overrides with its Gaussian widths)."""
+    def current_interval(self, coverage: float = 0.9, future: Any = None) -> np.ndarray:
+        """The interval of `coverage` around `current_forecast(future)` as a plain array:
+        (horizon, n_targets, 2), lower then upper (the online one when that coverage is tracked)."""
+        return self._bounds(self.current_forecast(future), check_coverage(coverage))
+
+    def _bounds(self, point: np.ndarray, coverage: float) -> np.ndarray:
+        """point (H, k) -> (H, k, 2): point -+ the half-width of `coverage` now."""
+        half = self._half_width(coverage)
+        return np.stack([point - half, point + half], axis=-1)
+
+    def static_half_width(self, coverage: float, lookback: int | None = None) -> np.ndarray:
+        """The half-widths (H, k) of the static calibration: of the live (one-pass) forecasts or,
+        lookback given, of windowed ones, as the backtests use them. Split-conformal here; ARIMA
+        overrides it with its Gaussian widths."""
         return self._calibration(lookback).half_width(coverage)
 
-    def _quantile_offsets(self, alpha: np.ndarray, lookback: int | None = None) -> np.ndarray:
-        """Quantile offsets from the point forecast at levels alpha: (A, H, k)."""
+    def quantile_offsets(self, alpha: np.ndarray, lookback: int | None = None) -> np.ndarray:
+        """Quantile offsets from the point forecast at levels alpha: (A, H, k) (lookback: of
+        windowed forecasts, as `static_half_width`)."""
         return self._calibration(lookback).offsets(alpha)
 
     def _calibration(self, lookback: int | None = None) -> Calibration:

@@ -134,13 +134,11 @@ class SingleSeriesAdapter:
     def interval(self, series_id: SeriesId, coverage: float) -> dict[str, dict[str, list[float]]]:
         """{target: {"lo": [...H], "hi": [...H]}}: the interval of `coverage` around the forecast."""
         self._check(series_id)
-        point = self.model.current_forecast(self.future)
         try:
-            half = self.model._half_width(coverage)
+            bounds = self.model.current_interval(coverage, self.future)
         except ValueError:  # no calibration (a fit too short to hold rows out): no interval
             return None
-        return {t: {"lo": (point[:, j] - half[:, j]).tolist(), "hi": (point[:, j] + half[:, j]).tolist()}
-                for j, t in enumerate(self.targets)}
+        return {t: {"lo": bounds[:, j, 0].tolist(), "hi": bounds[:, j, 1].tolist()} for j, t in enumerate(self.targets)}
 
     def save(self, path: str | Path) -> dict:
         self.model.save(path)
