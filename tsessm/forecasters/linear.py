@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import warnings
 from numbers import Real
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -34,6 +34,25 @@ from tsessm.forecasters.base import BaseForecaster
 NORMALIZATIONS = ("last", "none", "decompose")
 # Windowed / one-pass forecasts are made this many origins at a time (bounds the (N, lookback) copy).
 ORIGINS_PER_BLOCK = 8192
+
+
+def ridge(pairs: Iterable[tuple[np.ndarray, np.ndarray]], alpha: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """Ridge regression with an unpenalised intercept from (X (n_i, p), Y (n_i, m)) blocks whose
+    normal equations add up (one block in memory at a time): (weights (p, m), intercept (m,),
+    rows). alpha=0: minimum-norm least squares."""
+    n, sum_x, sum_y, gram, cross = 0, 0.0, 0.0, 0.0, 0.0
+    for X, Y in pairs:
+        n += len(X)
+        sum_x, sum_y = sum_x + X.sum(axis=0), sum_y + Y.sum(axis=0)
+        gram, cross = gram + X.T @ X, cross + X.T @ Y
+    mean_x, mean_y = sum_x / n, sum_y / n
+    gram = gram - n * np.outer(mean_x, mean_x)  # centred: the intercept is not penalised
+    cross = cross - n * np.outer(mean_x, mean_y)
+    if alpha > 0:
+        weights = np.linalg.solve(gram + alpha * np.eye(len(gram)), cross)
+    else:
+        weights = np.linalg.lstsq(gram, cross, rcond=None)[0]
+    return weights, mean_y - mean_x @ weights, n
 
 
 def moving_average_matrix(lookback: int, kernel_size: int) -> np.ndarray:
@@ -133,25 +152,11 @@ class LinearForecaster(BaseForecaster):
                           UserWarning, stacklevel=4)
         self.target_idx_ = list(target_idx)
         self.mean_, self.std_ = standard_stats(values[:, self.target_idx_])
-        p = self.lookback * (2 if self.normalization == "decompose" else 1)
-        n, sum_x, sum_y = 0, np.zeros(p), np.zeros(self.horizon)
-        gram, cross = np.zeros((p, p)), np.zeros((p, self.horizon))
-        for j in range(len(self.target_idx_)):  # one target at a time: the normal equations add up
-            X, Y = self._target_windows(values, j)
-            n += len(X)
-            sum_x += X.sum(axis=0)
-            sum_y += Y.sum(axis=0)
-            gram += X.T @ X
-            cross += X.T @ Y
-        mean_x, mean_y = sum_x / n, sum_y / n
-        gram -= n * np.outer(mean_x, mean_x)  # centred: the intercept is not penalised
-        cross -= n * np.outer(mean_x, mean_y)
-        if self.alpha > 0:
-            weights = np.linalg.solve(gram + self.alpha * np.eye(p), cross)
-        else:
-            weights = np.linalg.lstsq(gram, cross, rcond=None)[0]
+        # one target at a time: the normal equations add up
+        weights, intercept, n = ridge((self._target_windows(values, j) for j in range(len(self.target_idx_))),
+                                      self.alpha)
         self.ridge_coef_ = weights  # (p, horizon): on `features`
-        self.ridge_intercept_ = mean_y - mean_x @ weights
+        self.ridge_intercept_ = intercept
         self.coef_, self.intercept_ = self._window_map(weights, self.ridge_intercept_)
         self.n_windows_ = n
         self.window_ = values[-self.lookback :, self.target_idx_].copy()

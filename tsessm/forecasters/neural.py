@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from tsessm.checks import positive_int
 from tsessm.data import standard_stats
 from tsessm.forecasters.base import BaseForecaster
+from tsessm.forecasters.linear import ridge
 from tsessm.nn.differenced import Differenced
 from tsessm.nn.engine import compile_engine
 
@@ -459,20 +460,17 @@ class NeuralForecaster(BaseForecaster):
         L = self._linear_skip()
         if not L:
             return
-        X, Y = [], []
-        for xs, n_train in segments:
-            for j in self.target_idx_:
-                series = xs[:n_train, j].astype(np.float64)
-                windows = np.lib.stride_tricks.sliding_window_view(series, L + self.horizon)
-                last = windows[:, L - 1 : L]
-                X.append(windows[:, :L] - last)
-                Y.append(windows[:, L:] - last)
-        X, Y = np.concatenate(X), np.concatenate(Y)
-        mean_x, mean_y = X.mean(axis=0), Y.mean(axis=0)
-        Xc = X - mean_x
-        coef = np.linalg.solve(Xc.T @ Xc + LINEAR_SKIP_ALPHA * np.eye(L), Xc.T @ (Y - mean_y))
+        def pairs():
+            for xs, n_train in segments:
+                for j in self.target_idx_:
+                    windows = np.lib.stride_tricks.sliding_window_view(xs[:n_train, j].astype(np.float64),
+                                                                       L + self.horizon)
+                    last = windows[:, L - 1 : L]
+                    yield windows[:, :L] - last, windows[:, L:] - last
+
+        coef, intercept, _ = ridge(pairs(), LINEAR_SKIP_ALPHA)
         self.linear_coef_ = coef.astype(np.float32)  # (L, H)
-        self.linear_intercept_ = (mean_y - mean_x @ coef).astype(np.float32)  # (H,)
+        self.linear_intercept_ = intercept.astype(np.float32)  # (H,)
 
     def _linear_term(self, x: Tensor, rows: Tensor) -> Tensor | float:
         """The skip path's change from the last value at each row t of x (T, C), from rows
