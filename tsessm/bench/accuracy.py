@@ -35,6 +35,8 @@ from tsessm.tracking import git_commit, start_run
 SETTINGS = ("S", "M")
 # The one-pass (streaming) backtest is reported for the model that streams; the rest are windowed.
 ONE_PASS_MODELS = ("essm",)
+# Models whose fit depends on the seed: run once per --seeds value; the others once, as seed 0.
+SEEDED_MODELS = ("essm", "lstm")
 QUICK = {"datasets": ("ETTh1",), "settings": ("S",), "horizons": (24, 48), "models": MODELS}
 
 
@@ -44,10 +46,11 @@ class Cell:
     setting: str
     horizon: int
     model: str
+    seed: int = 0
 
     @property
     def name(self) -> str:
-        return f"{self.dataset}/{self.setting}/H{self.horizon}/{self.model}"
+        return f"{self.dataset}/{self.setting}/H{self.horizon}/{self.model}" + (f"/seed{self.seed}" if self.seed else "")
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -55,16 +58,19 @@ class Cell:
 
 
 def grid(datasets_: tuple[str, ...], settings: tuple[str, ...], horizons: tuple[int, ...] | None,
-         models: tuple[str, ...]) -> list[Cell]:
-    """The cells to run, in order; ARIMA is univariate only, horizons default to the protocol's."""
+         models: tuple[str, ...], seeds: tuple[int, ...] = (0,)) -> list[Cell]:
+    """The cells to run, in order (seed by seed, so a first seed of every cell lands first);
+    ARIMA is univariate only, horizons default to the protocol's, seeds apply to SEEDED_MODELS."""
     cells = []
-    for dataset in datasets_:
-        for setting in settings:
-            for horizon in horizons or datasets.horizons(dataset):
-                for model in models:
-                    if model == "arima" and setting != "S":
-                        continue
-                    cells.append(Cell(dataset, setting, horizon, model))
+    for i, seed in enumerate(seeds):
+        for dataset in datasets_:
+            for setting in settings:
+                for horizon in horizons or datasets.horizons(dataset):
+                    for model in models:
+                        if (model == "arima" and setting != "S") or (model not in SEEDED_MODELS and i > 0):
+                            continue
+                        cells.append(Cell(dataset, setting, horizon, model,
+                                          seed if model in SEEDED_MODELS else 0))
     return cells
 
 
@@ -110,9 +116,9 @@ def _matches(rule: dict[str, Any], cell: Cell) -> bool:
     return True
 
 
-def cell_params(cell: Cell, config: dict[str, Any], seed: int) -> dict[str, Any]:
+def cell_params(cell: Cell, config: dict[str, Any]) -> dict[str, Any]:
     """The constructor arguments of the cell's model (horizon and seed included)."""
-    params: dict[str, Any] = {"horizon": cell.horizon, "random_state": seed}
+    params: dict[str, Any] = {"horizon": cell.horizon, "random_state": cell.seed}
     params.update(config.get("models", {}).get(cell.model, {}))
     for rule in config.get("overrides", []):
         if _matches(rule, cell):
@@ -134,7 +140,7 @@ def run_cell(cell: Cell, params: dict[str, Any], *, data_dir: str | None, track:
     rows = []
     with start_run(track, experiment, run_name=cell.name) as tracker:
         tracker.set_tags({"dataset": cell.dataset, "setting": cell.setting, "horizon": cell.horizon,
-                          "model": cell.model})
+                          "model": cell.model, "seed": cell.seed})
         fit_seconds = jobs.train(model, source, tracker)
         val = validation_scores(model, source, lookback)  # what configurations are chosen on
         tracker.log_metrics({"val_windowed_mse": val["mse"], "val_windowed_mae": val["mae"]})
@@ -142,7 +148,7 @@ def run_cell(cell: Cell, params: dict[str, Any], *, data_dir: str | None, track:
             result, seconds = jobs.evaluate(model, source, mode, lookback, tracker)
             rows.append({
                 "dataset": cell.dataset, "setting": cell.setting, "horizon": cell.horizon,
-                "model": cell.model, "mode": mode, "mse": result.scores["mse"], "mae": result.scores["mae"],
+                "model": cell.model, "seed": cell.seed, "mode": mode, "mse": result.scores["mse"], "mae": result.scores["mae"],
                 "n_windows": result.scores["n_windows"], "lookback": lookback,
                 "val_mse": val["mse"], "val_mae": val["mae"],
                 "fit_seconds": round(fit_seconds, 1), "backtest_seconds": round(seconds, 1),
@@ -209,7 +215,8 @@ def run(args: argparse.Namespace) -> int:
                 present.append(d)
             else:
                 print(f"{d}: data file not found, skipped (put it in --data-dir or $TSESSM_DATA_DIR)")
-        cells = grid(tuple(present), settings, _csv_list(args.horizons, int) or pick.get("horizons"), models)
+        cells = grid(tuple(present), settings, _csv_list(args.horizons, int) or pick.get("horizons"), models,
+                     args.seeds)
         _run_cells(cells, config, results, args)
     table = results.read()
     if table.empty:
@@ -230,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_cells(cells: list[Cell], config: dict[str, Any], results: ResultsFile, args: argparse.Namespace) -> None:
     todo = []
     for cell in cells:
-        params = cell_params(cell, config, args.seed)
+        params = cell_params(cell, config)
         if results.has(cell, params_key(params), cell.modes):
             print(f"{cell.name}: done, skipped")
         else:

@@ -19,6 +19,21 @@ ACCURACY_HELP = ("The Informer-protocol grid: datasets x settings x horizons x m
                  "table and the plots.")
 
 
+def _int_list(text: str) -> list[int]:
+    return [int(t) for t in text.split(",") if t.strip()]
+
+
+def _seed_list(text: str) -> tuple[int, ...]:
+    """"0,1,2" -> (0, 1, 2): distinct non-negative seeds, at least one."""
+    try:
+        seeds = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be distinct non-negative integers, got {text!r}")
+    return seeds
+
+
 def add_accuracy_arguments(p: argparse.ArgumentParser) -> None:
     """The options of `tsessm bench accuracy` and pipelines/benchmark_accuracy.py."""
     p.add_argument("--datasets", help=f"comma-separated (default {','.join(DATASETS)}; ECL only where its file is found)")
@@ -36,7 +51,9 @@ def add_accuracy_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report-dir", help="where the markdown table and the plots go (default: next to --results)")
     p.add_argument("--report-only", action="store_true", help="only render the table and plots from --results")
     p.add_argument("--data-dir", help="folder with the dataset files (e.g. a user-supplied ECL.csv)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=_seed_list, default=(0,), metavar="0,1,2",
+                   help="random_state of the neural models, one cell per seed (default 0); the other models "
+                        "run once, as seed 0. The report gives the seeds' mean and spread")
     p.add_argument("--track", action=argparse.BooleanOptionalAction, default=True,
                    help="one MLflow run per cell ($MLFLOW_TRACKING_URI, default sqlite:///mlruns.db)")
     p.add_argument("--experiment", default=EXPERIMENT, help="MLflow experiment name")
@@ -54,10 +71,6 @@ QUICK = {"lengths": [96], "core_repeats": 3, "train_repeats": 1, "history_rows":
          "repeats": 30, "n_series": 1_000, "panel_rounds": 3, "backtest_repeats": 1, "memory_steps": 2}
 SPEED_HELP = ("Speed and size ratios of the eSSM against the LSTM, ARIMA and recomputation, each measured "
               "side by side in one run on this machine -> pipelines/results/speed.json and a README table.")
-
-
-def _int_list(text: str) -> list[int]:
-    return [int(t) for t in text.split(",") if t.strip()]
 
 
 def add_speed_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,9 @@
-"""The accuracy benchmark's report: a markdown table next to S4's numbers and a plot per dataset."""
+"""The accuracy benchmark's report: a markdown table next to S4's numbers and a plot per dataset.
+
+A cell run with several seeds is shown as the seeds' mean ± standard deviation, and the eSSM is
+marked against S4 and each baseline: ahead (✓) or behind (✗) only by more than the larger of the
+two seed spreads, otherwise within the spread (≈).
+"""
 from __future__ import annotations
 
 import os
@@ -13,88 +18,136 @@ from tsessm.bench.reference import NLINEAR_ETTH1_S_720, s4  # noqa: E402
 
 LABELS = {"essm": "eSSM", "lstm": "LSTM", "arima": "ARIMA", "naive": "naive", "linear": "linear"}
 ORDER = ["essm", "lstm", "arima", "naive", "linear"]
+BASELINES = [m for m in ORDER if m != "essm"]
 SETTING_NAMES = {"S": "univariate (S)", "M": "multivariate (M)"}
+# One-pass (streaming) counts as on par with windowed within this relative MSE gap.
+ONE_PASS_TOLERANCE = 0.05
+AHEAD, WITHIN, BEHIND = "✓", "≈", "✗"
 
 
-def _fmt(mse: float, mae: float) -> str:
-    return f"{mse:.3f} / {mae:.3f}"
+def summarise(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (dataset, setting, horizon, model, mode): the seeds' mean and sample std of
+    MSE and MAE (std 0 for one seed), the number of seeds and the commits behind them."""
+    table = table.copy()
+    table["horizon"] = table["horizon"].astype(int)
+    if "seed" not in table.columns:
+        table["seed"] = 0
+    if "commit" not in table.columns:
+        table["commit"] = None
+    keys = ["dataset", "setting", "horizon", "model", "mode"]
+    out = table.groupby(keys).agg(mse=("mse", "mean"), mse_std=("mse", "std"), mae=("mae", "mean"),
+                                  mae_std=("mae", "std"), seeds=("seed", "nunique"),
+                                  commits=("commit", lambda c: sorted({str(x)[:7] for x in c.dropna()})))
+    return out.fillna({"mse_std": 0.0, "mae_std": 0.0}).reset_index()
 
 
-def _verdict(essm: float | None, others: dict[str, float], ref: tuple[float, float] | None) -> tuple[str, str]:
-    """(vs S4, vs our baselines) for the eSSM's windowed MSE."""
-    if essm is None:
-        return "not run", "not run"
-    if ref is None:
-        vs_s4 = "no S4 number"
-    else:
-        vs_s4 = "**beats**" if essm < ref[0] else f"no ({essm:.3f} > {ref[0]:.3f})"
-    ordered = [m for m in ORDER if m in others]  # the table's column order
-    losses = [LABELS[m] for m in ordered if others[m] <= essm]
-    vs_ours = ("beats " + ", ".join(LABELS[m] for m in ordered)) if others and not losses else (
-        f"loses to {', '.join(losses)}" if losses else "no baselines run")
-    return vs_s4, vs_ours
+def mark(essm: tuple[float, float], other: tuple[float, float]) -> str:
+    """✓ / ≈ / ✗ for the eSSM's (mean, std) MSE against another's: a gap counts beyond the larger spread."""
+    margin = max(essm[1], other[1])
+    if other[0] - essm[0] > margin:
+        return AHEAD
+    return BEHIND if essm[0] - other[0] > margin else WITHIN
+
+
+def _fmt(row) -> str:
+    if row.seeds > 1:
+        return f"{row.mse:.3f} ± {row.mse_std:.3f} / {row.mae:.3f}"
+    return f"{row.mse:.3f} / {row.mae:.3f}"
 
 
 def render_markdown(table: pd.DataFrame) -> str:
     """One section per (dataset, setting); MSE / MAE on scaled values, lowest windowed MSE in bold."""
-    commits = sorted({str(c)[:7] for c in table.get("commit", pd.Series(dtype=str)).dropna()})
+    summary = summarise(table)
+    commits = sorted({c for cs in summary["commits"] for c in cs})
+    max_seeds = int(summary["seeds"].max()) if len(summary) else 0
     lines = [
         "MSE / MAE on the test split, values scaled by the train split (Informer protocol). "
         "*windowed*: every origin sees only `lookback` rows (the protocol S4 reports); "
         "*one-pass*: the eSSM's streaming state over the whole history (what a deployment sees).",
         "",
+        f"A cell with several seeds (up to {max_seeds} here) shows the seeds' mean ± standard deviation of the MSE. "
+        f"Marks compare the windowed eSSM with S4 and each baseline: {AHEAD} ahead, {BEHIND} behind, each by more "
+        f"than the larger of the two seed spreads; {WITHIN} within the spread. "
+        f"*one-pass / windowed*: the streaming MSE over the windowed one.",
+        "",
         f"Rows from commit(s): {', '.join(commits) or 'unknown'}.",
     ]
-    table = table.copy()
-    table["horizon"] = table["horizon"].astype(int)
-    summary = len(lines)
-    tally = {"rows": 0, "s4_rows": 0, "beats_s4": 0, "beats_ours": 0}
-    groups = sorted(table.groupby(["dataset", "setting"]), key=lambda g: (g[0][0], g[0][1] != "S"))  # S, then M
+    tally_at = len(lines)
+    tally = {"rows": 0, "s4_rows": 0, "beats_s4": 0, "beats_ours": 0, "linear_rows": 0, "beats_linear": 0,
+             "s_rows": 0, "one_pass_ok": 0}
+    groups = sorted(summary.groupby(["dataset", "setting"]), key=lambda g: (g[0][0], g[0][1] != "S"))  # S, then M
     for (dataset, setting), part in groups:
         models = [m for m in ORDER if m in set(part["model"])]
-        header = ["H", "S4"] + [f"{LABELS[m]}" for m in models]
+        baselines = [m for m in BASELINES if m in models]
+        header = ["H", "S4"] + [LABELS[m] for m in models]
         if "essm" in models:
-            header += ["eSSM one-pass", "eSSM vs S4", "eSSM vs ours"]
+            header += ["eSSM one-pass", "one-pass / windowed", "vs S4"] + [f"vs {LABELS[m]}" for m in baselines]
         lines += ["", f"### {dataset}, {SETTING_NAMES.get(setting, setting)}", "",
                   "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for horizon, rows in part.groupby("horizon"):
             ref = s4(dataset, setting, int(horizon))
-            windowed = {r.model: (r.mse, r.mae) for r in rows.itertuples() if r.mode == "windowed"}
-            best = min((v[0] for v in windowed.values()), default=None)
-            cells = [str(horizon), _fmt(*ref) if ref else "–"]
+            windowed = {r.model: r for r in rows.itertuples() if r.mode == "windowed"}
+            best = min((r.mse for r in windowed.values()), default=None)
+            cells = [str(horizon), f"{ref[0]:.3f} / {ref[1]:.3f}" if ref else "–"]
             for m in models:
-                if m not in windowed:
-                    cells.append("–")
-                    continue
-                text = _fmt(*windowed[m])
-                cells.append(f"**{text}**" if windowed[m][0] == best else text)
+                text = _fmt(windowed[m]) if m in windowed else "–"
+                cells.append(f"**{text}**" if m in windowed and windowed[m].mse == best else text)
             if "essm" in models:
-                one_pass = [(r.mse, r.mae) for r in rows.itertuples() if r.model == "essm" and r.mode == "one-pass"]
-                cells.append(_fmt(*one_pass[0]) if one_pass else "–")
-                essm = windowed.get("essm", (None,))[0]
-                others = {m: v[0] for m, v in windowed.items() if m != "essm"}
-                vs_s4, vs_ours = _verdict(essm, others, ref)
-                cells += [vs_s4, vs_ours]
-                if essm is not None:
-                    tally["rows"] += 1
-                    tally["s4_rows"] += ref is not None
-                    tally["beats_s4"] += vs_s4 == "**beats**"
-                    tally["beats_ours"] += vs_ours.startswith("beats")
+                cells += _essm_cells(rows, windowed, ref, baselines, setting, tally)
             lines.append("| " + " | ".join(cells) + " |")
         if (dataset, setting) == ("ETTh1", "S") and 720 in set(part["horizon"]):
             mse, mae = NLINEAR_ETTH1_S_720
-            lines += ["", f"Stretch goal for ETTh1 S 720: NLinear's {_fmt(mse, mae)} "
+            lines += ["", f"Stretch goal for ETTh1 S 720: NLinear's {mse:.3f} / {mae:.3f} "
                           "(lookback 336, the newer protocol)."]
     if tally["rows"]:
-        lines.insert(summary, f"\nWindowed eSSM: beats S4 in {tally['beats_s4']} of {tally['s4_rows']} rows with an S4 "
-                              f"number; beats every baseline run here in {tally['beats_ours']} of {tally['rows']} rows.")
+        lines.insert(tally_at, "\n" + _tally_line(tally))
     return "\n".join(lines) + "\n"
 
 
+def _essm_cells(rows: pd.DataFrame, windowed: dict, ref: tuple[float, float] | None, baselines: list[str],
+                setting: str, tally: dict[str, int]) -> list[str]:
+    """The eSSM's one-pass cell, its ratio to windowed and its marks; counts them into `tally`."""
+    one_pass = [r for r in rows.itertuples() if r.model == "essm" and r.mode == "one-pass"]
+    essm = windowed.get("essm")
+    cells = [_fmt(one_pass[0]) if one_pass else "–"]
+    ratio = one_pass[0].mse / essm.mse if one_pass and essm is not None else None
+    cells.append(f"{ratio:.3f}" if ratio is not None else "–")
+    if essm is None:
+        return cells + ["not run"] * (1 + len(baselines))
+    mine = (essm.mse, essm.mse_std)
+    vs_s4 = mark(mine, (ref[0], 0.0)) if ref else "–"
+    marks = [mark(mine, (windowed[m].mse, windowed[m].mse_std)) if m in windowed else "–" for m in baselines]
+    tally["rows"] += 1
+    tally["s4_rows"] += ref is not None
+    tally["beats_s4"] += vs_s4 == AHEAD
+    ran = [k for k in marks if k != "–"]
+    tally["beats_ours"] += bool(ran) and all(k == AHEAD for k in ran)
+    if "linear" in windowed:
+        tally["linear_rows"] += 1
+        tally["beats_linear"] += marks[baselines.index("linear")] == AHEAD
+    if setting == "S" and ratio is not None:
+        tally["s_rows"] += 1
+        tally["one_pass_ok"] += ratio <= 1 + ONE_PASS_TOLERANCE
+    return cells + [vs_s4] + marks
+
+
+def _tally_line(t: dict[str, int]) -> str:
+    line = (f"Windowed eSSM: ahead of S4 in {t['beats_s4']} of {t['s4_rows']} rows with an S4 number; ahead of "
+            f"every baseline run here in {t['beats_ours']} of {t['rows']} rows")
+    if t["linear_rows"]:
+        line += f"; ahead of the linear model in {t['beats_linear']} of {t['linear_rows']}"
+    line += "."
+    if t["s_rows"]:
+        line += (f" One-pass within {ONE_PASS_TOLERANCE:.0%} of windowed in {t['one_pass_ok']} of {t['s_rows']} "
+                 "univariate rows.")
+    return line
+
+
 def plot_dataset(table: pd.DataFrame, dataset: str, path: str | os.PathLike) -> None:
-    """MSE against horizon for every model (one panel per setting), S4's published numbers in black."""
-    part = table[table["dataset"] == dataset].copy()
-    part["horizon"] = part["horizon"].astype(int)
+    """MSE against horizon for every model (one panel per setting; seed spread as error bars),
+    S4's published numbers in black."""
+    summary = summarise(table)
+    part = summary[summary["dataset"] == dataset]
     settings = [s for s in ("S", "M") if s in set(part["setting"])]
     fig, axes = plt.subplots(1, len(settings), figsize=(6 * len(settings), 4.2), squeeze=False)
     for ax, setting in zip(axes[0], settings):
@@ -104,7 +157,8 @@ def plot_dataset(table: pd.DataFrame, dataset: str, path: str | os.PathLike) -> 
                 line = rows[(rows["model"] == model) & (rows["mode"] == mode)].sort_values("horizon")
                 if len(line):
                     label = LABELS[model] + ("" if mode == "windowed" else " one-pass")
-                    ax.plot(line["horizon"], line["mse"], style, label=label, lw=1.2, ms=4)
+                    ax.errorbar(line["horizon"], line["mse"], yerr=line["mse_std"], fmt=style, label=label,
+                                lw=1.2, ms=4, capsize=2)
         refs = sorted((h, v[0]) for h in rows["horizon"].unique() if (v := s4(dataset, setting, int(h))))
         if refs:
             ax.plot([h for h, _ in refs], [v for _, v in refs], "k*:", label="S4 (paper)", ms=8)

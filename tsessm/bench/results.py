@@ -1,4 +1,4 @@
-"""The accuracy results CSV: one row per (cell, backtest mode), rewritten atomically per cell."""
+"""The accuracy results CSV: one row per (cell, seed, backtest mode), rewritten atomically per cell."""
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +12,7 @@ from filelock import FileLock
 
 from tsessm.files import atomic_write_bytes
 
-KEY = ["dataset", "setting", "horizon", "model"]
+KEY = ["dataset", "setting", "horizon", "model", "seed"]
 
 
 def params_key(params: dict[str, Any]) -> str:
@@ -30,7 +30,14 @@ class ResultsFile:
     def read(self) -> pd.DataFrame:
         if not self.path.exists():
             return pd.DataFrame(columns=KEY + ["mode", "mse", "mae", "params_key"])
-        return pd.read_csv(self.path, dtype={"params_key": str, "mlflow_run_id": str, "commit": str})
+        table = pd.read_csv(self.path, dtype={"params_key": str, "mlflow_run_id": str, "commit": str})
+        if "seed" not in table.columns:  # rows from before seeds were a key: the seed is in the params
+            table.insert(KEY.index("seed"), "seed", pd.Series(dtype=float))
+        missing = table["seed"].isna()
+        if missing.any():
+            table.loc[missing, "seed"] = [_seed_of(p) for p in table.loc[missing, "params"]]
+        table["seed"] = table["seed"].astype(int)
+        return table
 
     def has(self, cell: Any, key: str, modes: Iterable[str]) -> bool:
         """Whether every mode of `cell` is in the file with parameters fingerprinted `key`."""
@@ -63,4 +70,9 @@ class ResultsFile:
     @staticmethod
     def _mask(table: pd.DataFrame, cell: Any) -> pd.Series:
         return ((table["dataset"] == cell.dataset) & (table["setting"] == cell.setting)
-                & (table["horizon"].astype(int) == cell.horizon) & (table["model"] == cell.model))
+                & (table["horizon"].astype(int) == cell.horizon) & (table["model"] == cell.model)
+                & (table["seed"].astype(int) == cell.seed))
+
+
+def _seed_of(params: str) -> int:
+    return int(json.loads(params).get("random_state") or 0)
