@@ -130,8 +130,9 @@ def cell_params(cell: Cell, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_cell(cell: Cell, params: dict[str, Any], *, data_dir: str | None, track: bool,
-             experiment: str = EXPERIMENT) -> list[dict[str, Any]]:
-    """Train and backtest one cell; one result row per backtest mode."""
+             experiment: str = EXPERIMENT, models_dir: str | None = None) -> list[dict[str, Any]]:
+    """Train and backtest one cell; one result row per backtest mode. With `models_dir`, the
+    fitted model is saved there too (`model_path`), e.g. for a seed ensemble later."""
     lookback = params.get("lookback", 96)
     columns = [datasets.target(cell.dataset)] if cell.setting == "S" else None
     source = jobs.open_data(cell.dataset, lookback=lookback, columns=columns, data_dir=data_dir)
@@ -142,6 +143,8 @@ def run_cell(cell: Cell, params: dict[str, Any], *, data_dir: str | None, track:
         tracker.set_tags({"dataset": cell.dataset, "setting": cell.setting, "horizon": cell.horizon,
                           "model": cell.model, "seed": cell.seed})
         fit_seconds = jobs.train(model, source, tracker)
+        if models_dir:
+            model.save(model_path(models_dir, cell, params))
         val = validation_scores(model, source, lookback)  # what configurations are chosen on
         tracker.log_metrics({"val_windowed_mse": val["mse"], "val_windowed_mae": val["mae"]})
         for mode in cell.modes:
@@ -158,6 +161,11 @@ def run_cell(cell: Cell, params: dict[str, Any], *, data_dir: str | None, track:
                 "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             })
     return rows
+
+
+def model_path(models_dir: str | Path, cell: Cell, params: dict[str, Any]) -> Path:
+    """Where --models-dir keeps a cell's fitted model: named by the cell, its seed and its parameters."""
+    return Path(models_dir) / f"{cell.dataset}_{cell.setting}_{cell.horizon}_{cell.model}_seed{cell.seed}_{params_key(params)}.tsessm"
 
 
 def validation_scores(model: Any, source: jobs.DataSource, lookback: int) -> dict[str, float]:
@@ -248,7 +256,8 @@ def _run_cells(cells: list[Cell], config: dict[str, Any], results: ResultsFile, 
             continue
         print(f"[{i}/{len(todo)}] {cell.name} ...", flush=True)
         start = time.perf_counter()
-        rows = run_cell(cell, params, data_dir=args.data_dir, track=args.track, experiment=args.experiment)
+        rows = run_cell(cell, params, data_dir=args.data_dir, track=args.track, experiment=args.experiment,
+                        models_dir=args.models_dir)
         results.replace(cell, rows)
         scores = ", ".join(f"{r['mode']} {r['mse']:.4f}/{r['mae']:.4f}" for r in rows)
         print(f"[{i}/{len(todo)}] {cell.name}: {scores} ({time.perf_counter() - start:.0f} s)", flush=True)

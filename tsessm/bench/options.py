@@ -54,6 +54,7 @@ def add_accuracy_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=_seed_list, default=(0,), metavar="0,1,2",
                    help="random_state of the neural models, one cell per seed (default 0); the other models "
                         "run once, as seed 0. The report gives the seeds' mean and spread")
+    p.add_argument("--models-dir", help="also save each cell's fitted model here (for --ensemble)")
     p.add_argument("--track", action=argparse.BooleanOptionalAction, default=True,
                    help="one MLflow run per cell ($MLFLOW_TRACKING_URI, default sqlite:///mlruns.db)")
     p.add_argument("--experiment", default=EXPERIMENT, help="MLflow experiment name")
