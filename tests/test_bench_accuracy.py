@@ -178,6 +178,37 @@ def test_seeds_run_the_neural_cells_once_per_seed(tmp_path):
             accuracy.main(["--seeds", bad, "--report-only", "--results", str(old)])
 
 
+def test_seed_ensemble_averages_the_kept_models_forecasts(data_dir, tmp_path, capsys):
+    results, models = tmp_path / "accuracy.csv", tmp_path / "models"
+    args = ["--models", "essm,naive", "--seeds", "0,1", "--models-dir", str(models)]
+    with pytest.raises(SystemExit):  # an ensemble needs the kept models
+        _run(data_dir, results, "--models", "essm", "--seeds", "0,1", "--ensemble")
+    assert _run(data_dir, results, *args) == 0  # the seeds' models kept; no ensemble asked for
+    assert len(list(models.glob("ECL_S_4_essm_seed*.tsessm"))) == 2
+    assert _run(data_dir, results, *args, "--ensemble") == 0
+    table = pd.read_csv(results)
+    ens = table[table["model"] == "essm_ens"].set_index("mode")
+    assert sorted(ens.index) == ["one-pass", "windowed"] and '"members": [0, 1]' in ens["params"].iloc[0]
+    # the ensemble's scores are those of the two kept models' mean forecast, recomputed here
+    from tsessm.backtest import backtest
+    from tsessm.forecasters.base import BaseForecaster
+    source = accuracy.open_cell_data(accuracy.Cell("ECL", "S", 4, "essm"), 16, str(data_dir))
+    members = [BaseForecaster.load(p) for p in sorted(models.glob("ECL_S_4_essm_seed*.tsessm"))]
+    forecasts = [backtest(m, source.history, test_start=source.test_start, train_rows=source.train_stop,
+                          lookback=16).forecasts for m in members]
+    actual = backtest(members[0], source.history, test_start=source.test_start, train_rows=source.train_stop,
+                      lookback=16)
+    z = actual.scaled
+    assert ens.loc["windowed", "mse"] == pytest.approx(np.mean((z(np.mean(forecasts, axis=0)) - z(actual.actuals)) ** 2),
+                                                       rel=1e-4)
+    assert not np.allclose(forecasts[0], forecasts[1])  # two seeds, two different members
+    report = (tmp_path / "accuracy.md").read_text()
+    assert "Seed ensembles" in report
+    capsys.readouterr()
+    assert _run(data_dir, results, *args, "--ensemble") == 0  # nothing new: every cell and ensemble skipped
+    assert capsys.readouterr().out.count("done, skipped") == 4
+
+
 def test_bench_command_tracks_each_cell_in_mlflow(data_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlruns.db")
     monkeypatch.chdir(tmp_path)

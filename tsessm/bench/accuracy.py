@@ -26,17 +26,16 @@ from typing import Any
 
 from tsessm import datasets, jobs
 from tsessm.backtest import backtest
+from tsessm.bench import ensemble
 from tsessm.bench.options import DATASETS, EXPERIMENT, MODELS
 from tsessm.bench.options import add_accuracy_arguments as add_arguments  # noqa: F401  (the suite's interface)
-from tsessm.bench.results import ResultsFile, params_key
+from tsessm.bench.results import ENSEMBLE_SUFFIX, SEEDED_MODELS, ResultsFile, params_key
 from tsessm.scripts import suite_main
 from tsessm.tracking import git_commit, start_run
 
 SETTINGS = ("S", "M")
 # The one-pass (streaming) backtest is reported for the model that streams; the rest are windowed.
 ONE_PASS_MODELS = ("essm",)
-# Models whose fit depends on the seed: run once per --seeds value; the others once, as seed 0.
-SEEDED_MODELS = ("essm", "lstm")
 QUICK = {"datasets": ("ETTh1",), "settings": ("S",), "horizons": (24, 48), "models": MODELS}
 
 
@@ -54,7 +53,8 @@ class Cell:
 
     @property
     def modes(self) -> tuple[str, ...]:
-        return ("windowed", "one-pass") if self.model in ONE_PASS_MODELS else ("windowed",)
+        base = self.model.removesuffix(ENSEMBLE_SUFFIX)  # a seed ensemble is backtested as its members
+        return ("windowed", "one-pass") if base in ONE_PASS_MODELS else ("windowed",)
 
 
 def grid(datasets_: tuple[str, ...], settings: tuple[str, ...], horizons: tuple[int, ...] | None,
@@ -134,8 +134,7 @@ def run_cell(cell: Cell, params: dict[str, Any], *, data_dir: str | None, track:
     """Train and backtest one cell; one result row per backtest mode. With `models_dir`, the
     fitted model is saved there too (`model_path`), e.g. for a seed ensemble later."""
     lookback = params.get("lookback", 96)
-    columns = [datasets.target(cell.dataset)] if cell.setting == "S" else None
-    source = jobs.open_data(cell.dataset, lookback=lookback, columns=columns, data_dir=data_dir)
+    source = open_cell_data(cell, lookback, data_dir)
     accepted = jobs.model_class(cell.model)().get_params()
     model = jobs.make_model(cell.model, **{k: v for k, v in params.items() if k != "lookback" or k in accepted})
     rows = []
@@ -161,6 +160,12 @@ def run_cell(cell: Cell, params: dict[str, Any], *, data_dir: str | None, track:
                 "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             })
     return rows
+
+
+def open_cell_data(cell: Cell, lookback: int, data_dir: str | None) -> jobs.DataSource:
+    """The cell's data and split: the target column alone for S, every column for M."""
+    columns = [datasets.target(cell.dataset)] if cell.setting == "S" else None
+    return jobs.open_data(cell.dataset, lookback=lookback, columns=columns, data_dir=data_dir)
 
 
 def model_path(models_dir: str | Path, cell: Cell, params: dict[str, Any]) -> Path:
@@ -215,6 +220,8 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError(f"--settings: unknown setting {s!r}; choose from {', '.join(SETTINGS)}")
         for m in models:
             jobs.model_class(m)  # an unknown model fails before any cell runs
+        if args.ensemble and (not args.models_dir or len(args.seeds) < 2):
+            raise ValueError("--ensemble needs --models-dir and at least two --seeds")
         config = _apply_sets(load_config(args.config), args.set)
         check_config(config)
         present = []
@@ -226,6 +233,8 @@ def run(args: argparse.Namespace) -> int:
         cells = grid(tuple(present), settings, _csv_list(args.horizons, int) or pick.get("horizons"), models,
                      args.seeds)
         _run_cells(cells, config, results, args)
+        if args.ensemble:
+            _run_ensembles(cells, config, results, args)
     table = results.read()
     if table.empty:
         print(f"no results in {args.results} yet")
@@ -261,6 +270,28 @@ def _run_cells(cells: list[Cell], config: dict[str, Any], results: ResultsFile, 
         results.replace(cell, rows)
         scores = ", ".join(f"{r['mode']} {r['mse']:.4f}/{r['mae']:.4f}" for r in rows)
         print(f"[{i}/{len(todo)}] {cell.name}: {scores} ({time.perf_counter() - start:.0f} s)", flush=True)
+
+
+def _run_ensembles(cells: list[Cell], config: dict[str, Any], results: ResultsFile, args: argparse.Namespace) -> None:
+    """A seed ensemble per cell of a seeded model whose every seed's model is in --models-dir."""
+    wanted = dict.fromkeys(Cell(c.dataset, c.setting, c.horizon, c.model + ENSEMBLE_SUFFIX)
+                           for c in cells if c.model in SEEDED_MODELS)
+    for cell in wanted:
+        members = ensemble.member_cells(cell, args.seeds, Cell)
+        member_params = [cell_params(m, config) for m in members]
+        params = ensemble.ensemble_params(member_params)
+        if results.has(cell, params_key(params), cell.modes):
+            print(f"{cell.name}: done, skipped")
+            continue
+        models = ensemble.load_members([model_path(args.models_dir, m, p) for m, p in zip(members, member_params)])
+        if models is None:
+            print(f"{cell.name}: not every seed's model is in {args.models_dir}, skipped")
+            continue
+        lookback = member_params[0].get("lookback", 96)
+        source = open_cell_data(cell, lookback, args.data_dir)
+        rows = ensemble.ensemble_rows(cell, cell.modes, models, params, source, lookback)
+        results.replace(cell, rows)
+        print(f"{cell.name}: " + ", ".join(f"{r['mode']} {r['mse']:.4f}/{r['mae']:.4f}" for r in rows), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

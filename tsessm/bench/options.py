@@ -55,6 +55,9 @@ def add_accuracy_arguments(p: argparse.ArgumentParser) -> None:
                    help="random_state of the neural models, one cell per seed (default 0); the other models "
                         "run once, as seed 0. The report gives the seeds' mean and spread")
     p.add_argument("--models-dir", help="also save each cell's fitted model here (for --ensemble)")
+    p.add_argument("--ensemble", action="store_true",
+                   help="also score each neural cell's seed ensemble (the mean of the --seeds models' forecasts, "
+                        "from --models-dir; nothing is retrained) as the model <name>_ens")
     p.add_argument("--track", action=argparse.BooleanOptionalAction, default=True,
                    help="one MLflow run per cell ($MLFLOW_TRACKING_URI, default sqlite:///mlruns.db)")
     p.add_argument("--experiment", default=EXPERIMENT, help="MLflow experiment name")

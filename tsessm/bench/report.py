@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from tsessm.bench.reference import NLINEAR_ETTH1_S_720, s4  # noqa: E402
+from tsessm.bench.results import ENSEMBLE_SUFFIX, SEEDED_MODELS  # noqa: E402
 
 LABELS = {"essm": "eSSM", "lstm": "LSTM", "arima": "ARIMA", "naive": "naive", "linear": "linear"}
 ORDER = ["essm", "lstm", "arima", "naive", "linear"]
@@ -56,10 +57,13 @@ def _fmt(row) -> str:
 
 
 def render_markdown(table: pd.DataFrame) -> str:
-    """One section per (dataset, setting); MSE / MAE on scaled values, lowest windowed MSE in bold."""
+    """One section per (dataset, setting); MSE / MAE on scaled values, lowest windowed MSE in bold.
+    Seed ensembles (`<model>_ens` rows), when there are any, get tables of their own after it."""
     summary = summarise(table)
+    is_ensemble = summary["model"].str.endswith(ENSEMBLE_SUFFIX)
+    singles, ensembles = summary[~is_ensemble], summary[is_ensemble]
     commits = sorted({c for cs in summary["commits"] for c in cs})
-    max_seeds = int(summary["seeds"].max()) if len(summary) else 0
+    max_seeds = int(singles["seeds"].max()) if len(singles) else 0
     lines = [
         "MSE / MAE on the test split, values scaled by the train split (Informer protocol). "
         "*windowed*: every origin sees only `lookback` rows (the protocol S4 reports); "
@@ -72,7 +76,22 @@ def render_markdown(table: pd.DataFrame) -> str:
         "",
         f"Rows from commit(s): {', '.join(commits) or 'unknown'}.",
     ]
-    tally_at = len(lines)
+    lines += _tables(singles, heading="###")
+    if len(ensembles):
+        deterministic = singles[~singles["model"].isin(SEEDED_MODELS)]
+        renamed = ensembles.assign(model=ensembles["model"].str.removesuffix(ENSEMBLE_SUFFIX))
+        members = sorted({m for m in renamed["model"]})
+        lines += ["", "## Seed ensembles", "",
+                  "Each neural model's seeds averaged into one forecast (`--ensemble`: the mean of the kept models' "
+                  f"forecasts, nothing retrained), against the same deterministic baselines; ensembles of "
+                  f"{', '.join(LABELS[m] for m in members)} only. Marks as above (an ensemble has no seed spread)."]
+        lines += _tables(pd.concat([renamed, deterministic]), heading="###", suffix=" (seed ensembles)")
+    return "\n".join(lines) + "\n"
+
+
+def _tables(summary: pd.DataFrame, heading: str, suffix: str = "") -> list[str]:
+    """The tally line, then one table per (dataset, setting) of `summary`."""
+    lines: list[str] = []
     tally = {"rows": 0, "s4_rows": 0, "beats_s4": 0, "beats_ours": 0, "linear_rows": 0, "beats_linear": 0,
              "s_rows": 0, "one_pass_ok": 0}
     groups = sorted(summary.groupby(["dataset", "setting"]), key=lambda g: (g[0][0], g[0][1] != "S"))  # S, then M
@@ -82,7 +101,7 @@ def render_markdown(table: pd.DataFrame) -> str:
         header = ["H", "S4"] + [LABELS[m] for m in models]
         if "essm" in models:
             header += ["eSSM one-pass", "one-pass / windowed", "vs S4"] + [f"vs {LABELS[m]}" for m in baselines]
-        lines += ["", f"### {dataset}, {SETTING_NAMES.get(setting, setting)}", "",
+        lines += ["", f"{heading} {dataset}, {SETTING_NAMES.get(setting, setting)}{suffix}", "",
                   "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for horizon, rows in part.groupby("horizon"):
             ref = s4(dataset, setting, int(horizon))
@@ -100,8 +119,8 @@ def render_markdown(table: pd.DataFrame) -> str:
             lines += ["", f"Stretch goal for ETTh1 S 720: NLinear's {mse:.3f} / {mae:.3f} "
                           "(lookback 336, the newer protocol)."]
     if tally["rows"]:
-        lines.insert(tally_at, "\n" + _tally_line(tally))
-    return "\n".join(lines) + "\n"
+        lines.insert(0, "\n" + _tally_line(tally))
+    return lines
 
 
 def _essm_cells(rows: pd.DataFrame, windowed: dict, ref: tuple[float, float] | None, baselines: list[str],

@@ -13,6 +13,10 @@ from filelock import FileLock
 from tsessm.files import atomic_write_bytes
 
 KEY = ["dataset", "setting", "horizon", "model", "seed"]
+# Models whose fit depends on the seed: the benchmark runs them once per seed (the others once, as
+# seed 0), and their seeds' forecasts can be averaged into an ensemble, a model named <name>_ens.
+SEEDED_MODELS = ("essm", "lstm")
+ENSEMBLE_SUFFIX = "_ens"
 
 
 def params_key(params: dict[str, Any]) -> str:
