@@ -51,6 +51,7 @@ class ESSMForecaster(NeuralForecaster):
         validation_fraction: float = 0.1,
         relative: bool = True,
         linear_skip: int = 0,
+        channel_independent: bool = False,
         difference: bool = True,
         missing: str = "error",
         freq: str | None = None,
@@ -83,6 +84,7 @@ class ESSMForecaster(NeuralForecaster):
         self.validation_fraction = validation_fraction
         self.relative = relative
         self.linear_skip = linear_skip
+        self.channel_independent = channel_independent
         self.difference = difference
         self.missing = missing
         self.freq = freq

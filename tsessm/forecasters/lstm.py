@@ -36,6 +36,7 @@ class LSTMForecaster(NeuralForecaster):
         validation_fraction: float = 0.1,
         relative: bool = True,
         linear_skip: int = 0,
+        channel_independent: bool = False,
         difference: bool = True,
         missing: str = "error",
         freq: str | None = None,
@@ -60,6 +61,7 @@ class LSTMForecaster(NeuralForecaster):
         self.validation_fraction = validation_fraction
         self.relative = relative
         self.linear_skip = linear_skip
+        self.channel_independent = channel_independent
         self.difference = difference
         self.missing = missing
         self.freq = freq

@@ -24,6 +24,7 @@ from tsessm.checks import positive_int
 from tsessm.data import standard_stats
 from tsessm.forecasters.base import BaseForecaster
 from tsessm.forecasters.linear import ridge
+from tsessm.nn.channels import ChannelIndependent
 from tsessm.nn.differenced import Differenced
 from tsessm.nn.engine import compile_engine
 
@@ -71,6 +72,9 @@ SHARED_ARGS_DOC = """\
             change from it (fitted in closed form on the train rows) plus the net's correction,
             so the model contains the linear one and starts from it (needs relative=True). The
             last `linear_skip` target values are kept in the streaming state.
+        channel_independent: forecast every column as a series of its own with one shared net (the
+            channel independence of PatchTST and DLinear); needs every column to be a target and no
+            other inputs (setting M). A training window then costs as much as one per column.
         difference: read first differences x_t - x_{{t-1}} instead of levels; with `relative` the
             forecast then follows the series' level wherever it drifts (see `tsessm.nn.Differenced`).
         missing: "error", "ffill" or "interpolate" for gaps and NaN in the input.
@@ -103,9 +107,14 @@ class NeuralForecaster(BaseForecaster):
         return [{"params": list(net.parameters())}]
 
     def _make_net(self, n_in: int, n_out: int) -> nn.Module:
-        """The subclass's net, fed first differences when `difference=True`."""
-        net = self._build_net(n_in, n_out)
+        """The subclass's net (one per channel when `channel_independent`), fed first differences
+        when `difference=True`."""
+        net = ChannelIndependent(self._build_net(1, 1), n_in) if self._channel_independent() else \
+            self._build_net(n_in, n_out)
         return Differenced(net) if self.difference else net
+
+    def _channel_independent(self) -> bool:
+        return getattr(self, "channel_independent", False)
 
     @property
     def _sees_future(self) -> bool:
@@ -125,8 +134,9 @@ class NeuralForecaster(BaseForecaster):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if not isinstance(self.validation_fraction, (int, float)) or not 0 <= self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
-        if not isinstance(self.difference, bool):
-            raise TypeError(f"difference must be True or False, got {self.difference!r}")
+        for name in ("difference", "channel_independent"):
+            if not isinstance(getattr(self, name, False), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         skip = getattr(self, "linear_skip", 0)
         if isinstance(skip, bool) or not isinstance(skip, int) or not 0 <= skip <= self.lookback:
             raise ValueError(f"linear_skip must be 0 or a window of at most lookback={self.lookback} rows, "
@@ -191,6 +201,12 @@ class NeuralForecaster(BaseForecaster):
         """Build and train the net on scaled series: each segment is (xs (T_i, C) float32, n_train_i);
         rows past n_train_i are validation rows of that series. Sets `net_`, `device_`,
         `target_idx_` and `history_`; the scaler and the streaming state are the caller's."""
+        n_columns = segments[0][0].shape[1]
+        if self._channel_independent() and list(target_idx) != list(range(n_columns)):
+            raise ValueError(f"channel_independent=True forecasts every column from itself: it needs every column "
+                             f"as a target and no other inputs (setting M), but {n_columns - len(target_idx)} of the "
+                             f"{n_columns} input columns are not targets (other columns, future covariates or "
+                             f"calendar features)")
         self.device_ = resolve_device(self.device)
         self.target_idx_ = list(target_idx)
         self._fit_linear_skip(segments)

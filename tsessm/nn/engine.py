@@ -6,7 +6,7 @@ once, folds every position-wise affine map it can (LayerNorm's scale and shift i
 matrix, the head's norm into the head), and then advances all layers and the head with a few
 dozen numpy calls: tens of microseconds, for one series or a batch of series at once.
 
-`compile_engine(net)` takes an `ESSMNet`, an `LSTMNet` or a `Differenced` wrapper of either (in
+`compile_engine(net)` takes an `ESSMNet`, an `LSTMNet`, or `Differenced` / `ChannelIndependent` wrappers (in
 eval mode: dropout is off). `engine.step(x_t, state)` equals `net.step` on the same inputs, with
 the state as the same list of arrays (numpy instead of torch, same shapes and dtypes), so the two
 are interchangeable mid-stream. Weights are captured when compiled: recompile after training.
@@ -18,6 +18,7 @@ import torch
 from scipy.special import ndtr
 from torch import nn
 
+from tsessm.nn.channels import ChannelIndependent
 from tsessm.nn.differenced import Differenced
 from tsessm.nn.essm_net import ESSMNet
 from tsessm.nn.lstm_net import LSTMNet
@@ -197,10 +198,26 @@ class DifferencedEngine:
         return out, [*inner, x_t, ones]
 
 
+class ChannelIndependentEngine:
+    """ChannelIndependent.step in numpy, around the inner net's engine."""
+
+    def __init__(self, inner, n_channels: int) -> None:
+        self.inner = inner
+        self.n_channels = n_channels
+
+    def step(self, x_t: np.ndarray, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        batch, C = len(x_t), self.n_channels
+        out, inner = self.inner.step(x_t.reshape(batch * C, 1), [s.reshape(batch * C, *s.shape[2:]) for s in state])
+        return (np.ascontiguousarray(out.reshape(batch, C, -1).transpose(0, 2, 1)),
+                [s.reshape(batch, C, *s.shape[1:]) for s in inner])
+
+
 def compile_engine(net: nn.Module):
-    """The numpy recurrent engine of `net` (ESSMNet, LSTMNet or Differenced of either)."""
+    """The numpy recurrent engine of `net` (ESSMNet, LSTMNet, or Differenced / ChannelIndependent of these)."""
     if isinstance(net, Differenced):
         return DifferencedEngine(compile_engine(net.net))
+    if isinstance(net, ChannelIndependent):
+        return ChannelIndependentEngine(compile_engine(net.net), net.n_channels)
     if isinstance(net, ESSMNet):
         for block in net.blocks:
             block.ssm._check_streamable("a recurrent engine")
