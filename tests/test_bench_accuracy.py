@@ -144,7 +144,7 @@ def test_report_marks_every_cell_against_s4_and_our_baselines():
 def test_report_gives_the_seed_spread_and_claims_wins_only_beyond_it():
     # three seeds around 0.14: mean 0.14, sample std 0.01 -- 0.01 ahead of ARIMA's 0.15 is within the spread
     close = render_markdown(_cells(0.14, seeds=(-0.01, 0.0, 0.01)))
-    assert "0.140 ± 0.010 / 0.240" in close
+    assert "0.140 ± 0.010 (3) / 0.240" in close
     assert "| ✗ | ≈ | ✓ |" in close  # behind S4 (0.116), within ARIMA's spread, ahead of naive
     assert "ahead of every baseline run here in 0 of 1" in close and "up to 3 here" in close
     clear = render_markdown(_cells(0.10, seeds=(-0.01, 0.0, 0.01)))

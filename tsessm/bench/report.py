@@ -52,7 +52,7 @@ def mark(essm: tuple[float, float], other: tuple[float, float]) -> str:
 
 def _fmt(row) -> str:
     if row.seeds > 1:
-        return f"{row.mse:.3f} ± {row.mse_std:.3f} / {row.mae:.3f}"
+        return f"{row.mse:.3f} ± {row.mse_std:.3f} ({row.seeds}) / {row.mae:.3f}"
     return f"{row.mse:.3f} / {row.mae:.3f}"
 
 
@@ -69,7 +69,8 @@ def render_markdown(table: pd.DataFrame) -> str:
         "*windowed*: every origin sees only `lookback` rows (the protocol S4 reports); "
         "*one-pass*: the eSSM's streaming state over the whole history (what a deployment sees).",
         "",
-        f"A cell with several seeds (up to {max_seeds} here) shows the seeds' mean ± standard deviation of the MSE. "
+        f"A cell with several seeds (up to {max_seeds} here) shows the seeds' mean ± standard deviation of the MSE "
+        "and, in brackets, their number. "
         f"Marks compare the windowed eSSM with S4 and each baseline: {AHEAD} ahead, {BEHIND} behind, each by more "
         f"than the larger of the two seed spreads; {WITHIN} within the spread. "
         f"*one-pass / windowed*: the streaming MSE over the windowed one.",
