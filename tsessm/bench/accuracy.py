@@ -105,6 +105,8 @@ def check_config(config: dict[str, Any]) -> None:
             unknown = sorted(set(params) - set(jobs.model_class(m)().get_params()) - {"lookback"})
             if unknown:
                 raise ValueError(f"model {m!r} has no parameter(s) {', '.join(unknown)} (named in the config or --set)")
+            if "random_state" in params:
+                raise ValueError(f"model {m!r}: random_state is set per cell by --seeds, not in the config or --set")
 
 
 def _matches(rule: dict[str, Any], cell: Cell) -> bool:
@@ -252,15 +254,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_cells(cells: list[Cell], config: dict[str, Any], results: ResultsFile, args: argparse.Namespace) -> None:
+    def done(cell: Cell, params: dict[str, Any]) -> bool:  # with --models-dir, its model file too
+        kept = not args.models_dir or model_path(args.models_dir, cell, params).exists()
+        return kept and results.has(cell, params_key(params), cell.modes)
+
     todo = []
     for cell in cells:
         params = cell_params(cell, config)
-        if results.has(cell, params_key(params), cell.modes):
+        if done(cell, params):
             print(f"{cell.name}: done, skipped")
         else:
             todo.append((cell, params))
     for i, (cell, params) in enumerate(todo, 1):
-        if results.has(cell, params_key(params), cell.modes):  # finished meanwhile by another process
+        if done(cell, params):  # finished meanwhile by another process
             print(f"{cell.name}: done, skipped")
             continue
         print(f"[{i}/{len(todo)}] {cell.name} ...", flush=True)
@@ -283,9 +289,10 @@ def _run_ensembles(cells: list[Cell], config: dict[str, Any], results: ResultsFi
         if results.has(cell, params_key(params), cell.modes):
             print(f"{cell.name}: done, skipped")
             continue
-        models = ensemble.load_members([model_path(args.models_dir, m, p) for m, p in zip(members, member_params)])
-        if models is None:
-            print(f"{cell.name}: not every seed's model is in {args.models_dir}, skipped")
+        models, missing = ensemble.load_members([model_path(args.models_dir, m, p)
+                                                 for m, p in zip(members, member_params)])
+        if missing:
+            print(f"{cell.name}: skipped, no model file {', '.join(p.name for p in missing)} in {args.models_dir}")
             continue
         lookback = member_params[0].get("lookback", 96)
         source = open_cell_data(cell, lookback, args.data_dir)

@@ -51,7 +51,7 @@ def ensemble_rows(cell: Any, modes: tuple[str, ...], members: list[BaseForecaste
                                    lookback=lookback, mode=mode) for m in members]).scores
         rows.append({
             "dataset": cell.dataset, "setting": cell.setting, "horizon": cell.horizon, "model": cell.model,
-            "seed": 0, "mode": mode, "mse": scores["mse"], "mae": scores["mae"], "n_windows": scores["n_windows"],
+            "seed": cell.seed, "mode": mode, "mse": scores["mse"], "mae": scores["mae"], "n_windows": scores["n_windows"],
             "lookback": lookback, "val_mse": val["mse"], "val_mae": val["mae"],
             "params": json.dumps(params, sort_keys=True, default=str), "params_key": params_key(params),
             "commit": git_commit() or "unknown", "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -59,11 +59,10 @@ def ensemble_rows(cell: Any, modes: tuple[str, ...], members: list[BaseForecaste
     return rows
 
 
-def load_members(paths: list[Path]) -> list[BaseForecaster] | None:
-    """The members' model files, or None while one of them is missing."""
-    if not all(p.exists() for p in paths):
-        return None
-    return [BaseForecaster.load(p) for p in paths]
+def load_members(paths: list[Path]) -> tuple[list[BaseForecaster], list[Path]]:
+    """The members' fitted models, or ([], the missing files) while a file is missing."""
+    missing = [p for p in paths if not p.exists()]
+    return ([], missing) if missing else ([BaseForecaster.load(p) for p in paths], [])
 
 
 def member_cells(cell: Any, seeds: tuple[int, ...], make: Callable[..., Any]) -> list[Any]:

@@ -6,6 +6,7 @@ two seed spreads, otherwise within the spread (≈).
 """
 from __future__ import annotations
 
+import json
 import os
 
 import matplotlib
@@ -29,7 +30,7 @@ AHEAD, WITHIN, BEHIND = "✓", "≈", "✗"
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
     """One row per (dataset, setting, horizon, model, mode): the seeds' mean and sample std of
     MSE and MAE (std 0 for one seed), the number of seeds and the commits behind them."""
-    table = table.copy()
+    table = _latest_configuration(table.copy())
     table["horizon"] = table["horizon"].astype(int)
     if "seed" not in table.columns:
         table["seed"] = 0
@@ -40,6 +41,19 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
                                   mae_std=("mae", "std"), seeds=("seed", "nunique"),
                                   commits=("commit", lambda c: sorted({str(x)[:7] for x in c.dropna()})))
     return out.fillna({"mse_std": 0.0, "mae_std": 0.0}).reset_index()
+
+
+def _latest_configuration(table: pd.DataFrame) -> pd.DataFrame:
+    """Of each cell's seeds, those run with the parameters of its newest row (seed aside): a seed
+    left over from an earlier configuration is not averaged in."""
+    if not {"params", "finished"} <= set(table.columns) or table.empty:
+        return table
+    table["_config"] = [json.dumps({k: v for k, v in json.loads(p).items() if k != "random_state"}, sort_keys=True)
+                        if isinstance(p, str) else "" for p in table["params"]]
+    cell = ["dataset", "setting", "horizon", "model"]
+    newest = table.sort_values("finished").groupby(cell)["_config"].last().rename("_newest")
+    table = table.join(newest, on=cell)
+    return table[table["_config"] == table["_newest"]].drop(columns=["_config", "_newest"])
 
 
 def mark(essm: tuple[float, float], other: tuple[float, float]) -> str:
@@ -63,14 +77,13 @@ def render_markdown(table: pd.DataFrame) -> str:
     is_ensemble = summary["model"].str.endswith(ENSEMBLE_SUFFIX)
     singles, ensembles = summary[~is_ensemble], summary[is_ensemble]
     commits = sorted({c for cs in summary["commits"] for c in cs})
-    max_seeds = int(singles["seeds"].max()) if len(singles) else 0
     lines = [
         "MSE / MAE on the test split, values scaled by the train split (Informer protocol). "
         "*windowed*: every origin sees only `lookback` rows (the protocol S4 reports); "
         "*one-pass*: the eSSM's streaming state over the whole history (what a deployment sees).",
         "",
-        f"A cell with several seeds (up to {max_seeds} here) shows the seeds' mean ± standard deviation of the MSE "
-        "and, in brackets, their number. "
+        "A cell run with several seeds shows their mean ± standard deviation of the MSE and, in brackets, "
+        "their number (the seeds run with the cell's newest parameters). "
         f"Marks compare the windowed eSSM with S4 and each baseline: {AHEAD} ahead, {BEHIND} behind, each by more "
         f"than the larger of the two seed spreads; {WITHIN} within the spread. "
         f"*one-pass / windowed*: the streaming MSE over the windowed one.",

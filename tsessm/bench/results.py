@@ -39,7 +39,9 @@ class ResultsFile:
             table.insert(KEY.index("seed"), "seed", pd.Series(dtype=float))
         missing = table["seed"].isna()
         if missing.any():
-            table.loc[missing, "seed"] = [_seed_of(p) for p in table.loc[missing, "params"]]
+            params = table["params"] if "params" in table.columns else pd.Series(None, index=table.index)
+            table.loc[missing, "seed"] = [_seed_of(m, p) for m, p in zip(table.loc[missing, "model"],
+                                                                       params[missing])]
         table["seed"] = table["seed"].astype(int)
         return table
 
@@ -78,5 +80,8 @@ class ResultsFile:
                 & (table["seed"].astype(int) == cell.seed))
 
 
-def _seed_of(params: str) -> int:
+def _seed_of(model: str, params: Any) -> int:
+    """A row's seed from its parameters: 0 for the models run once, or where none is recorded."""
+    if model not in SEEDED_MODELS or not isinstance(params, str):
+        return 0
     return int(json.loads(params).get("random_state") or 0)

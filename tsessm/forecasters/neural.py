@@ -203,10 +203,10 @@ class NeuralForecaster(BaseForecaster):
         `target_idx_` and `history_`; the scaler and the streaming state are the caller's."""
         n_columns = segments[0][0].shape[1]
         if self._channel_independent() and list(target_idx) != list(range(n_columns)):
-            raise ValueError(f"channel_independent=True forecasts every column from itself: it needs every column "
-                             f"as a target and no other inputs (setting M), but {n_columns - len(target_idx)} of the "
-                             f"{n_columns} input columns are not targets (other columns, future covariates or "
-                             f"calendar features)")
+            raise ValueError(f"channel_independent=True forecasts every column from itself: it needs every input "
+                             f"column as a target, in the data's column order, and no other inputs (setting M); "
+                             f"here {n_columns - len(target_idx)} of the {n_columns} input columns are not targets "
+                             f"(other columns, future covariates or calendar features) or the targets are reordered")
         self.device_ = resolve_device(self.device)
         self.target_idx_ = list(target_idx)
         self._fit_linear_skip(segments)

@@ -20,8 +20,9 @@ class ChannelIndependent(nn.Module):
 
     def __init__(self, net: nn.Module, n_channels: int) -> None:
         super().__init__()
-        if getattr(net, "n_in", 1) != 1:
-            raise ValueError(f"ChannelIndependent wraps a net of one input channel, got n_in={net.n_in}")
+        if getattr(net, "n_in", 1) != 1 or getattr(net, "n_out", 1) != 1:
+            raise ValueError(f"ChannelIndependent wraps a net of one input and one output channel, "
+                             f"got n_in={getattr(net, 'n_in', 1)}, n_out={getattr(net, 'n_out', 1)}")
         self.net = net
         self.n_channels = n_channels
 
