@@ -131,10 +131,10 @@ def test_report_marks_every_cell_against_s4_and_our_baselines():
     losing = render_markdown(_cells(0.2))
     assert "0.116 / 0.271" in losing  # S4's published number for ETTh1 S 720
     assert "| 0.450 | ✗ | ✗ | ✓ |" in losing  # one-pass / windowed, then vs S4, ARIMA, naive
-    assert "**0.150 / 0.250**" in losing  # the best windowed cell is bold
+    assert "**0.1500 / 0.250**" in losing  # the best windowed cell is bold
     assert "abcdef0" in losing and "NLinear's 0.080 / 0.226" in losing
     winning = render_markdown(_cells(0.1))
-    assert "| 0.900 | ✓ | ✓ | ✓ |" in winning and "**0.100 / 0.200**" in winning
+    assert "| 0.900 | ✓ | ✓ | ✓ |" in winning and "**0.1000 / 0.200**" in winning
     assert "ahead of S4 in 0 of 1 rows" in losing and "ahead of every baseline run here in 0 of 1" in losing
     assert "ahead of S4 in 1 of 1 rows" in winning and "ahead of every baseline run here in 1 of 1" in winning
     assert "One-pass within 5% of windowed in 1 of 1 univariate rows" in winning
@@ -144,7 +144,7 @@ def test_report_marks_every_cell_against_s4_and_our_baselines():
 def test_report_gives_the_seed_spread_and_claims_wins_only_beyond_it():
     # three seeds around 0.14: mean 0.14, sample std 0.01 -- 0.01 ahead of ARIMA's 0.15 is within the spread
     close = render_markdown(_cells(0.14, seeds=(-0.01, 0.0, 0.01)))
-    assert "0.140 ± 0.010 (3) / 0.240" in close
+    assert "0.1400 ± 0.0100 (3) / 0.240" in close
     assert "| ✗ | ≈ | ✓ |" in close  # behind S4 (0.116), within ARIMA's spread, ahead of naive
     assert "ahead of every baseline run here in 0 of 1" in close
     clear = render_markdown(_cells(0.10, seeds=(-0.01, 0.0, 0.01)))
@@ -162,7 +162,7 @@ def test_the_report_averages_only_the_seeds_of_the_newest_configuration():
     table.loc[stale, "params"] = '{"random_state": 2, "epochs": 5}'
     table.loc[~stale & (table["model"] == "essm") & (table["seed"] == 0), "finished"] = "2026-02-01T00:00:00"
     report = render_markdown(table)
-    assert "0.105 ± 0.007 (2) / 0.205" in report  # seeds 0 and 1 only
+    assert "0.1050 ± 0.0071 (2) / 0.205" in report  # seeds 0 and 1 only
 
 
 def test_seeds_run_the_neural_cells_once_per_seed(tmp_path):

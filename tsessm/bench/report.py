@@ -66,8 +66,8 @@ def mark(essm: tuple[float, float], other: tuple[float, float]) -> str:
 
 def _fmt(row) -> str:
     if row.seeds > 1:
-        return f"{row.mse:.3f} ± {row.mse_std:.3f} ({row.seeds}) / {row.mae:.3f}"
-    return f"{row.mse:.3f} / {row.mae:.3f}"
+        return f"{row.mse:.4f} ± {row.mse_std:.4f} ({row.seeds}) / {row.mae:.3f}"
+    return f"{row.mse:.4f} / {row.mae:.3f}"
 
 
 def render_markdown(table: pd.DataFrame) -> str:
