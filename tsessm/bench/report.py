@@ -92,7 +92,8 @@ def render_markdown(table: pd.DataFrame) -> str:
     ]
     lines += _tables(singles, heading="###")
     if len(ensembles):
-        deterministic = singles[~singles["model"].isin(SEEDED_MODELS)]
+        groups = ["dataset", "setting", "horizon"]
+        deterministic = singles[~singles["model"].isin(SEEDED_MODELS)].merge(ensembles[groups].drop_duplicates())
         renamed = ensembles.assign(model=ensembles["model"].str.removesuffix(ENSEMBLE_SUFFIX))
         members = sorted({m for m in renamed["model"]})
         lines += ["", "## Seed ensembles", "",
