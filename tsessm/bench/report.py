@@ -96,7 +96,7 @@ def render_markdown(table: pd.DataFrame) -> str:
         deterministic = singles[~singles["model"].isin(SEEDED_MODELS)].merge(ensembles[groups].drop_duplicates())
         renamed = ensembles.assign(model=ensembles["model"].str.removesuffix(ENSEMBLE_SUFFIX))
         members = sorted({m for m in renamed["model"]})
-        lines += ["", "## Seed ensembles", "",
+        lines += ["", "### Seed ensembles", "",
                   "Each neural model's seeds averaged into one forecast (`--ensemble`: the mean of the kept models' "
                   f"forecasts, nothing retrained), against the same deterministic baselines; ensembles of "
                   f"{', '.join(LABELS[m] for m in members)} only. Marks as above (an ensemble has no seed spread)."]
