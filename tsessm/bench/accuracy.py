@@ -283,7 +283,8 @@ def _run_ensembles(cells: list[Cell], config: dict[str, Any], results: ResultsFi
     wanted = dict.fromkeys(Cell(c.dataset, c.setting, c.horizon, c.model + ENSEMBLE_SUFFIX)
                            for c in cells if c.model in SEEDED_MODELS)
     for cell in wanted:
-        members = ensemble.member_cells(cell, args.seeds, Cell)
+        members = [Cell(cell.dataset, cell.setting, cell.horizon, cell.model.removesuffix(ENSEMBLE_SUFFIX), seed)
+                   for seed in args.seeds]
         member_params = [cell_params(m, config) for m in members]
         params = ensemble.ensemble_params(member_params)
         if results.has(cell, params_key(params), cell.modes):

@@ -11,13 +11,13 @@ import dataclasses
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from tsessm import jobs
 from tsessm.backtest import BacktestResult, backtest
-from tsessm.bench.results import ENSEMBLE_SUFFIX, params_key
+from tsessm.bench.results import params_key
 from tsessm.forecasters.base import BaseForecaster
 from tsessm.tracking import git_commit
 
@@ -64,7 +64,3 @@ def load_members(paths: list[Path]) -> tuple[list[BaseForecaster], list[Path]]:
     missing = [p for p in paths if not p.exists()]
     return ([], missing) if missing else ([BaseForecaster.load(p) for p in paths], [])
 
-
-def member_cells(cell: Any, seeds: tuple[int, ...], make: Callable[..., Any]) -> list[Any]:
-    """The single-model cells (one per seed) an ensemble cell averages."""
-    return [make(cell.dataset, cell.setting, cell.horizon, cell.model.removesuffix(ENSEMBLE_SUFFIX), seed) for seed in seeds]
