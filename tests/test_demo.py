@@ -93,6 +93,7 @@ def test_a_bad_thread_setting_falls_back_and_a_demo_with_no_model_says_so(monkey
     before = torch.get_num_threads()
     try:
         monkeypatch.setenv("TSESSM_THREADS", "abc")
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # set, it would leave torch's threads alone
         monkeypatch.setattr(threads, "_others_running", lambda: 0)
         assert threads.choose_torch_threads() == min(torch.get_num_threads(), threads._cores())
         assert "TSESSM_THREADS='abc' is not a number" in capsys.readouterr().err
