@@ -127,6 +127,13 @@ def train(model: BaseForecaster, source: DataSource, tracker: NullTracker = Null
     return seconds
 
 
+def validation_backtest(model: BaseForecaster, source: DataSource, lookback: int) -> BacktestResult:
+    """The windowed protocol on the validation split (origins from its border on): what
+    configurations are chosen on."""
+    return backtest(model, source.frame.iloc[: source.val[1]], test_start=source.val[0] + lookback,
+                    train_rows=source.train_stop, lookback=lookback)
+
+
 def evaluate(model: BaseForecaster, source: DataSource, mode: str, lookback: int,
              tracker: NullTracker = NullTracker(), prefix: str = "", coverage: float | None = None
              ) -> tuple[BacktestResult, float]:

@@ -15,21 +15,18 @@ a cell two of them start at once is computed twice. Each cell is an MLflow run.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import tomllib
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from tsessm import datasets, jobs
-from tsessm.backtest import backtest
 from tsessm.bench import ensemble
 from tsessm.bench.options import DATASETS, EXPERIMENT, MODELS
 from tsessm.bench.options import add_accuracy_arguments as add_arguments  # noqa: F401  (the suite's interface)
-from tsessm.bench.results import ENSEMBLE_SUFFIX, SEEDED_MODELS, ResultsFile, params_key
+from tsessm.bench.results import ENSEMBLE_SUFFIX, SEEDED_MODELS, ResultsFile, params_key, result_row
 from tsessm.scripts import suite_main
 from tsessm.tracking import git_commit, start_run
 
@@ -146,21 +143,14 @@ def run_cell(cell: Cell, params: dict[str, Any], *, data_dir: str | None, track:
         fit_seconds = jobs.train(model, source, tracker)
         if models_dir:
             model.save(model_path(models_dir, cell, params))
-        val = validation_scores(model, source, lookback)  # what configurations are chosen on
+        val = jobs.validation_backtest(model, source, lookback).scores  # what configurations are chosen on
         tracker.log_metrics({"val_windowed_mse": val["mse"], "val_windowed_mae": val["mae"]})
         for mode in cell.modes:
             result, seconds = jobs.evaluate(model, source, mode, lookback, tracker)
-            rows.append({
-                "dataset": cell.dataset, "setting": cell.setting, "horizon": cell.horizon,
-                "model": cell.model, "seed": cell.seed, "mode": mode, "mse": result.scores["mse"], "mae": result.scores["mae"],
-                "n_windows": result.scores["n_windows"], "lookback": lookback,
-                "val_mse": val["mse"], "val_mae": val["mae"],
-                "fit_seconds": round(fit_seconds, 1), "backtest_seconds": round(seconds, 1),
-                "epochs_run": len(getattr(model, "history_", [])) or None,
-                "params": json.dumps(params, sort_keys=True, default=str), "params_key": params_key(params),
-                "commit": git_commit() or "unknown", "mlflow_run_id": tracker.run_id or "",
-                "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            })
+            rows.append(result_row(
+                cell, mode, result.scores, val, lookback, params, git_commit() or "unknown",
+                fit_seconds=round(fit_seconds, 1), backtest_seconds=round(seconds, 1),
+                epochs_run=len(getattr(model, "history_", [])) or None, mlflow_run_id=tracker.run_id or ""))
     return rows
 
 
@@ -173,13 +163,6 @@ def open_cell_data(cell: Cell, lookback: int, data_dir: str | None) -> jobs.Data
 def model_path(models_dir: str | Path, cell: Cell, params: dict[str, Any]) -> Path:
     """Where --models-dir keeps a cell's fitted model: named by the cell, its seed and its parameters."""
     return Path(models_dir) / f"{cell.dataset}_{cell.setting}_{cell.horizon}_{cell.model}_seed{cell.seed}_{params_key(params)}.tsessm"
-
-
-def validation_scores(model: Any, source: jobs.DataSource, lookback: int) -> dict[str, float]:
-    """The windowed protocol on the validation split (origins from its border on)."""
-    start = source.val[0] + lookback
-    return backtest(model, source.frame.iloc[: source.val[1]], test_start=start, train_rows=source.train_stop,
-                    lookback=lookback).scores
 
 
 def _csv_list(text: str | None, cast=str) -> tuple | None:

@@ -8,16 +8,14 @@ the forecasts replaced by the members' mean, so the targets, origins and scaler 
 from __future__ import annotations
 
 import dataclasses
-import json
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tsessm import jobs
-from tsessm.backtest import BacktestResult, backtest
-from tsessm.bench.results import params_key
+from tsessm.backtest import BacktestResult
+from tsessm.bench.results import result_row
 from tsessm.forecasters.base import BaseForecaster
 from tsessm.tracking import git_commit
 
@@ -41,22 +39,10 @@ def ensemble_params(member_params: list[dict]) -> dict[str, Any]:
 def ensemble_rows(cell: Any, modes: tuple[str, ...], members: list[BaseForecaster], params: dict[str, Any],
                   source: jobs.DataSource, lookback: int) -> list[dict[str, Any]]:
     """Result rows (one per mode) of the members' average, with its validation scores."""
-    start = source.val[0] + lookback
-    validation = source.frame.iloc[: source.val[1]]
-    val = average([backtest(m, validation, test_start=start, train_rows=source.train_stop, lookback=lookback)
-                   for m in members]).scores
-    rows = []
-    for mode in modes:
-        scores = average([backtest(m, source.history, test_start=source.test_start, train_rows=source.train_stop,
-                                   lookback=lookback, mode=mode) for m in members]).scores
-        rows.append({
-            "dataset": cell.dataset, "setting": cell.setting, "horizon": cell.horizon, "model": cell.model,
-            "seed": cell.seed, "mode": mode, "mse": scores["mse"], "mae": scores["mae"], "n_windows": scores["n_windows"],
-            "lookback": lookback, "val_mse": val["mse"], "val_mae": val["mae"],
-            "params": json.dumps(params, sort_keys=True, default=str), "params_key": params_key(params),
-            "commit": git_commit() or "unknown", "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        })
-    return rows
+    val = average([jobs.validation_backtest(m, source, lookback) for m in members]).scores
+    commit = git_commit() or "unknown"
+    return [result_row(cell, mode, average([jobs.evaluate(m, source, mode, lookback)[0] for m in members]).scores,
+                       val, lookback, params, commit) for mode in modes]
 
 
 def load_members(paths: list[Path]) -> tuple[list[BaseForecaster], list[Path]]:

@@ -180,8 +180,7 @@ def _tally_line(t: dict[str, int]) -> str:
 def plot_dataset(table: pd.DataFrame, dataset: str, path: str | os.PathLike) -> None:
     """MSE against horizon for every model (one panel per setting; seed spread as error bars),
     S4's published numbers in black."""
-    summary = summarise(table)
-    part = summary[summary["dataset"] == dataset]
+    part = summarise(table[table["dataset"] == dataset])
     settings = [s for s in ("S", "M") if s in set(part["setting"])]
     fig, axes = plt.subplots(1, len(settings), figsize=(6 * len(settings), 4.2), squeeze=False)
     for ax, setting in zip(axes[0], settings):

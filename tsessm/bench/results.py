@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -17,6 +18,19 @@ KEY = ["dataset", "setting", "horizon", "model", "seed"]
 # seed 0), and their seeds' forecasts can be averaged into an ensemble, a model named <name>_ens.
 SEEDED_MODELS = ("essm", "lstm")
 ENSEMBLE_SUFFIX = "_ens"
+
+
+def result_row(cell: Any, mode: str, scores: dict[str, float], val: dict[str, float], lookback: int,
+               params: dict[str, Any], commit: str, **extra: Any) -> dict[str, Any]:
+    """One row of the results CSV: the cell, its seed and backtest mode, test and validation
+    scores, the parameters and their fingerprint, the commit and the time; `extra` columns after."""
+    return {
+        "dataset": cell.dataset, "setting": cell.setting, "horizon": cell.horizon, "model": cell.model,
+        "seed": cell.seed, "mode": mode, "mse": scores["mse"], "mae": scores["mae"], "n_windows": scores["n_windows"],
+        "lookback": lookback, "val_mse": val["mse"], "val_mae": val["mae"], **extra,
+        "params": json.dumps(params, sort_keys=True, default=str), "params_key": params_key(params),
+        "commit": commit, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def params_key(params: dict[str, Any]) -> str:

@@ -189,7 +189,6 @@ class LinearForecaster(BaseForecaster):
         new = values[-self.lookback :, self.target_idx_]
         self.window_ = np.concatenate([self.window_[len(new) :], new])
 
-
     def _forecast_at(self, values: np.ndarray, origins: np.ndarray) -> np.ndarray:
         """The forecast at each origin from rows [origin - lookback + 1, origin]; rows before the
         first are the first row repeated. (len(origins), horizon, n_targets)."""

@@ -48,7 +48,6 @@ class NaiveForecaster(BaseForecaster):
     def _update(self, values) -> None:
         self.tail_ = np.vstack([self.tail_, values[:, self.target_idx_]])[-self.season_length :]
 
-
     def _predict(self) -> np.ndarray:
         return self.tail_[len(self.tail_) - 1 - self._lags()]
 
