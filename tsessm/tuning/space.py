@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from tsessm.jobs import model_class
+
 # Default search spaces. Every d_model / d_state choice is a multiple of every n_heads choice,
 # so any combination builds (n_heads choices are narrowed further when d_model/d_state are pinned).
 GRIDS: dict[str, dict[str, list]] = {
@@ -13,6 +15,8 @@ GRIDS: dict[str, dict[str, list]] = {
     },
     "lstm": {"d_model": [32, 64, 128], "n_layers": [1, 2, 3], "lookback": [48, 96, 192, 336]},
 }
+# Parameters a study sets itself (per call or per trial), never searched.
+SET_PER_TRIAL = {"horizon", "target", "epochs", "random_state", "verbose", "callbacks"}
 LR = (1e-4, 1e-2)  # log-uniform
 DROPOUT = (0.0, 0.3)
 
@@ -30,15 +34,18 @@ def search_space(model_name: str, trial: Any, *, fixed: dict[str, Any] | None = 
     """Sample the tuned parameters of `model_name` ("essm" or "lstm") from an Optuna trial.
 
     fixed: parameters pinned to a value (not suggested, not in the study's params).
-    space: categorical choices replacing a parameter's default range, e.g. {"lookback": [48, 96]}.
+    space: categorical choices replacing a parameter's default range, e.g. {"lookback": [48, 96]},
+        or adding one of the model's other parameters to the search, e.g. {"dt_min": [0.001, 0.01]}.
     Works with `optuna.trial.Trial` and `optuna.trial.FixedTrial`. Returns the sampled values.
     """
     check_model(model_name)
     fixed, space = dict(fixed or {}), {k: list(v) for k, v in (space or {}).items()}
-    unknown = sorted(set(space) - set(GRIDS[model_name]) - {"lr", "dropout"})
-    grids = {**GRIDS[model_name], **{k: v for k, v in space.items() if k in GRIDS[model_name]}}
+    taken = set(model_class(model_name)().get_params())
+    unknown = sorted(set(space) - set(GRIDS[model_name]) - {"lr", "dropout"} - (taken - SET_PER_TRIAL))
+    grids = {**GRIDS[model_name], **{k: v for k, v in space.items() if k not in ("lr", "dropout")}}
     if unknown:
-        raise ValueError(f"space names parameter(s) {', '.join(unknown)} that {model_name} does not tune")
+        raise ValueError(f"space names parameter(s) {', '.join(unknown)} that {model_name} does not tune "
+                         f"(not among its parameters, or set by the study itself)")
     if "n_heads" in grids:  # heads that divide every d_model and d_state the study can pick
         widths = [fixed["d_model"]] if "d_model" in fixed else grids["d_model"]
         states = [fixed["d_state"]] if "d_state" in fixed else grids["d_state"]
