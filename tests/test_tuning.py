@@ -102,6 +102,20 @@ def test_search_space_fixed_trial_and_rejections():
         search_space("naive", optuna.trial.FixedTrial({}))
     with pytest.raises(ValueError, match="does not tune"):
         search_space("lstm", optuna.trial.FixedTrial({}), space={"d_state": [8]})
+    with pytest.raises(ValueError, match="does not tune"):  # the study sets the epochs itself
+        search_space("essm", optuna.trial.FixedTrial({}), space={"epochs": [1, 2]})
+
+
+def test_search_space_adds_a_parameter_the_model_takes():
+    trial = optuna.trial.FixedTrial({"d_model": 32, "n_layers": 1, "d_state": 16, "n_heads": 2,
+                                     "discretization": "zoh", "init": "legs", "lookback": 48, "lr": 1e-3,
+                                     "dropout": 0.0, "dt_min": 0.003, "linear_skip": 48})
+    params = search_space("essm", trial, space={"dt_min": [0.001, 0.003], "linear_skip": [0, 48]})
+    assert params["dt_min"] == 0.003 and params["linear_skip"] == 48
+    pinned = search_space("essm", trial, fixed={"dt_min": 0.01}, space={"dt_min": [0.001, 0.003]})
+    assert pinned["dt_min"] == 0.01  # a pinned value wins over the choices
+    with pytest.raises(ValueError, match="dt_min"):  # the LSTM has no timescales
+        search_space("lstm", trial, space={"dt_min": [0.001]})
 
 
 def test_pruner_names():
