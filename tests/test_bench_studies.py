@@ -32,18 +32,19 @@ def data_dir(tmp_path):
 
 
 def test_every_model_gets_the_same_budget_and_the_trials_are_written(data_dir, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(studies, "PINNED", {"lookback": 16, "steps_per_epoch": 2, "d_model": 8})
+    monkeypatch.setattr(studies, "PINNED", {"lookback": 16, "d_model": 8})
     monkeypatch.setattr(studies, "EXTRA_SPACE", {"essm": {"linear_skip": [0, 16], "d_state": [8], "n_layers": [1]},
                                                  "lstm": {"linear_skip": [0, 16], "n_layers": [1]}})
     out = tmp_path / "studies"
     argv = ["--datasets", "ECL", "--horizons", "4", "--n-trials", "2", "--epochs", "1", "--out", str(out),
-            "--data-dir", str(data_dir)]
+            "--data-dir", str(data_dir), "--set", "steps_per_epoch=2"]
     assert studies.main(argv) == 0
     for model in ("essm", "lstm"):
         trials = pd.read_csv(out / f"ECL_S_4_{model}.csv")
         assert len(trials) == 2 and set(trials["n_trials"]) == {2} and set(trials["epochs"]) == {1}
         params = [json.loads(p) for p in trials["params"]]
-        assert all(p["lookback"] == 16 and p["epochs"] == 1 and p["horizon"] == 4 for p in params)
+        assert all(p["lookback"] == 16 and p["epochs"] == 1 and p["horizon"] == 4 and p["steps_per_epoch"] == 2
+                   for p in params)
         assert np.isfinite(trials.loc[trials["state"] == "COMPLETE", "value"]).all()
     summary = (out / "studies.md").read_text()
     assert "accuracy-ECL-S-4-essm" in summary and "accuracy-ECL-S-4-lstm" in summary
@@ -57,3 +58,5 @@ def test_bad_arguments_are_refused(data_dir, tmp_path):
     with pytest.raises(SystemExit) as exc:
         studies.main(["--datasets", "ECL", "--models", "arima", "--out", str(tmp_path), "--data-dir", str(data_dir)])
     assert exc.value.code == 2
+    with pytest.raises(SystemExit):
+        studies.main(["--datasets", "ECL", "--set", "steps_per_epoch", "--out", str(tmp_path), "--data-dir", str(data_dir)])

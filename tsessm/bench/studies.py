@@ -27,6 +27,7 @@ import pandas as pd
 from tsessm import datasets
 from tsessm.bench.accuracy import SETTINGS, load_config
 from tsessm.bench.options import DEFAULT_CONFIG
+from tsessm.jobs import parse_value
 from tsessm.scripts import suite_main
 from tsessm.tracking import git_commit
 
@@ -49,6 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", default=",".join(STUDY_MODELS), help="comma-separated (default essm,lstm)")
     p.add_argument("--n-trials", type=int, default=10, help="finished trials per study (default 10)")
     p.add_argument("--epochs", type=int, default=8, help="epochs per trial (default 8)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="pin a parameter for every model's trials, e.g. --set steps_per_epoch=50 (repeatable)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed and random_state of every trial (default 0)")
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="the accuracy config whose model defaults start the studies")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="trials CSVs and studies.md (default %(default)s)")
@@ -56,15 +59,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="folder with the dataset files")
 
 
-def study_params(model: str, config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list]]:
+def study_params(model: str, config: dict[str, Any], pins: dict[str, Any] | None = None
+                 ) -> tuple[dict[str, Any], dict[str, list]]:
     """(the pinned parameters, the extra search choices) of `model`'s study: its config defaults
-    without what the study sets or searches itself, then PINNED."""
+    without what the study sets or searches itself, then PINNED, then `pins` (--set)."""
     from tsessm.tuning.space import GRIDS  # optuna loads only when a study runs
 
     space = EXTRA_SPACE[model]
     searched = set(GRIDS[model]) | set(space) | {"lr", "dropout", "epochs"}
     fixed = {k: v for k, v in config.get("models", {}).get(model, {}).items() if k not in searched}
-    return {**fixed, **PINNED}, space
+    return {**fixed, **PINNED, **(pins or {})}, space
+
+
+def _pins(items: list[str]) -> dict[str, Any]:
+    """--set NAME=VALUE items as parameters."""
+    pins = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--set expects NAME=VALUE, got {item!r}")
+        pins[name.strip()] = parse_value(value.strip())
+    return pins
 
 
 def study_name(dataset: str, setting: str, horizon: int, model: str) -> str:
@@ -85,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if args.n_trials < 1 or args.epochs < 1:
         raise ValueError("--n-trials and --epochs must be positive")
     config = load_config(args.config)
+    pins = _pins(args.set)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     storage = args.storage or f"sqlite:///{out / 'studies.db'}"
@@ -95,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
             columns = [datasets.target(dataset)] if setting == "S" else None
             for horizon in horizons or datasets.horizons(dataset):
                 for model in models:
-                    fixed, space = study_params(model, config)
+                    fixed, space = study_params(model, config, pins)
                     name = study_name(dataset, setting, horizon, model)
                     print(f"{name}: {args.n_trials} trials x {args.epochs} epochs, pinned {fixed}", flush=True)
                     start = time.perf_counter()
