@@ -48,6 +48,7 @@ def test_every_model_gets_the_same_budget_and_the_trials_are_written(data_dir, t
         assert np.isfinite(trials.loc[trials["state"] == "COMPLETE", "value"]).all()
     summary = (out / "studies.md").read_text()
     assert "accuracy-ECL-S-4-essm" in summary and "accuracy-ECL-S-4-lstm" in summary
+    assert "--set lstm.lookback=16" in summary and "--set essm.difference=true" in summary
     # a second call resumes: the studies hold their trials, none is added
     assert studies.main(argv) == 0
     assert len(pd.read_csv(out / "ECL_S_4_essm.csv")) == 2

@@ -150,6 +150,7 @@ def summarise(out: Path) -> str:
              "Objective: the best one-pass validation loss (MSE, scaled) of a fit on the train split.", "",
              "| study | trials (complete / pruned) | epochs | best val loss | best trial | seconds | best parameters |",
              "|---|---|---|---|---|---|---|"]
+    reruns = []
     for path in sorted(out.glob("*.csv")):
         trials = pd.read_csv(path)
         done = trials[trials["state"] == "COMPLETE"]
@@ -158,11 +159,19 @@ def summarise(out: Path) -> str:
         best = done.loc[done["value"].idxmin()]
         n_pruned = int((trials["state"] == "PRUNED").sum())
         params = json.loads(best["params"])
-        shown = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in sorted(params.items())
-                 if k not in ("horizon", "random_state", "verbose", "target")}
+        shown = {k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in sorted(params.items())
+                 if k not in ("horizon", "random_state", "verbose", "target", "callbacks")}
         lines.append(f"| {best['study']} | {len(done)} / {n_pruned} | {int(best['epochs'])} | {best['value']:.4f} | "
                      f"{int(best['trial'])} | {trials['seconds'].sum():.0f} | `{json.dumps(shown)}` |")
-    return "\n".join(lines) + "\n"
+        model = str(best["study"]).rsplit("-", 1)[-1]
+        reruns.append(f"- {best['study']}: `" + " ".join(f"--set {model}.{k}={_text(v)}" for k, v in shown.items()) + "`")
+    return "\n".join(lines + ["", "The best trials as candidate cells (`benchmark_accuracy.py ... --seeds 0,1,2`):", "",
+                              *reruns]) + "\n"
+
+
+def _text(value: Any) -> str:
+    """A parameter as `--set` reads it back (jobs.parse_value)."""
+    return json.dumps(value) if isinstance(value, bool) else str(value)
 
 
 def main(argv: list[str] | None = None) -> int:
