@@ -52,6 +52,11 @@ def test_every_model_gets_the_same_budget_and_the_trials_are_written(data_dir, t
     # a second call resumes: the studies hold their trials, none is added
     assert studies.main(argv) == 0
     assert len(pd.read_csv(out / "ECL_S_4_essm.csv")) == 2
+    # ... but not on other terms: its trials would not compare
+    with pytest.raises(SystemExit) as exc:
+        studies.main([*argv[:-1], "steps_per_epoch=3"])
+    assert exc.value.code == 2 and "was run with" in capsys.readouterr().err
+    assert len(pd.read_csv(out / "ECL_S_4_essm.csv")) == 2
     capsys.readouterr()
 
 

@@ -114,11 +114,14 @@ def run(args: argparse.Namespace) -> int:
                     fixed, space = study_params(model, config, pins)
                     name = study_name(dataset, setting, horizon, model)
                     print(f"{name}: {args.n_trials} trials x {args.epochs} epochs, pinned {fixed}", flush=True)
+                    terms = {"epochs": args.epochs, "seed": args.seed, "pinned": fixed, "space": space}
+                    _check_terms(storage, name, terms)
                     start = time.perf_counter()
                     result = tune(dataset, model=model, n_trials=args.n_trials, horizon=horizon, columns=columns,
                                   storage=storage, study_name=name, epochs=args.epochs, seed=args.seed,
                                   track=False, data_dir=args.data_dir, fixed_params=fixed, space=space,
                                   retrain_best=False)
+                    _check_terms(storage, name, terms)  # a new study records them now
                     _write_trials(storage, name, out / f"{dataset}_{setting}_{horizon}_{model}.csv",
                                   {"n_trials": args.n_trials, "epochs": args.epochs, "seed": args.seed,
                                    "commit": git_commit() or "unknown"})
@@ -128,6 +131,22 @@ def run(args: argparse.Namespace) -> int:
     (out / "studies.md").write_text(summary)
     print(summary)
     return 0
+
+
+def _check_terms(storage: str, name: str, terms: dict[str, Any]) -> None:
+    """A study resumes only on its own terms (epochs, seed, pinned parameters, space): its trials
+    would not be comparable otherwise. A new study records them; n_trials may grow."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:  # no such study yet: tune creates it
+        study = None
+    recorded = study.user_attrs.get("terms") if study else None
+    if recorded is not None and recorded != json.loads(json.dumps(terms)):
+        raise ValueError(f"study {name!r} was run with {recorded}, not {terms}; give another --out or --storage")
+    if study is not None and recorded is None:
+        study.set_user_attr("terms", terms)
 
 
 def _write_trials(storage: str, name: str, path: Path, budget: dict[str, Any]) -> None:
