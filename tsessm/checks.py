@@ -30,3 +30,14 @@ def positive_float_arg(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+def pairs(items: list[str], flag: str) -> dict[str, str]:
+    """Repeated NAME=VALUE flags (--set, --space) as a dict of text; a ValueError naming `flag` else."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{flag} expects NAME=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out

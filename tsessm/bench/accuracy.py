@@ -155,9 +155,21 @@ def run_cell(cell: Cell, params: dict[str, Any], *, data_dir: str | None, track:
 
 
 def open_cell_data(cell: Cell, lookback: int, data_dir: str | None) -> jobs.DataSource:
-    """The cell's data and split: the target column alone for S, every column for M."""
-    columns = [datasets.target(cell.dataset)] if cell.setting == "S" else None
-    return jobs.open_data(cell.dataset, lookback=lookback, columns=columns, data_dir=data_dir)
+    """The cell's data and split (`cell_columns`)."""
+    return jobs.open_data(cell.dataset, lookback=lookback, columns=cell_columns(cell.dataset, cell.setting),
+                          data_dir=data_dir)
+
+
+def cell_columns(dataset: str, setting: str) -> list[str] | None:
+    """The columns a setting reads: the target column alone for S, every column (None) for M."""
+    return [datasets.target(dataset)] if setting == "S" else None
+
+
+def check_settings(settings: tuple[str, ...]) -> None:
+    """ValueError naming --settings unless every setting is S or M."""
+    for s in settings:
+        if s not in SETTINGS:
+            raise ValueError(f"--settings: unknown setting {s!r}; choose from {', '.join(SETTINGS)}")
 
 
 def model_path(models_dir: str | Path, cell: Cell, params: dict[str, Any]) -> Path:
@@ -200,9 +212,7 @@ def run(args: argparse.Namespace) -> int:
         chosen_datasets = tuple(datasets.get_spec(d).name for d in chosen_datasets)
         settings = _csv_list(args.settings) or pick.get("settings", SETTINGS)
         models = _csv_list(args.models) or pick.get("models", MODELS)
-        for s in settings:
-            if s not in SETTINGS:
-                raise ValueError(f"--settings: unknown setting {s!r}; choose from {', '.join(SETTINGS)}")
+        check_settings(settings)
         for m in models:
             jobs.model_class(m)  # an unknown model fails before any cell runs
         if args.ensemble and (not args.models_dir or len(args.seeds) < 2):

@@ -25,8 +25,9 @@ from typing import Any
 import pandas as pd
 
 from tsessm import datasets
-from tsessm.bench.accuracy import SETTINGS, load_config
+from tsessm.bench.accuracy import cell_columns, check_settings, load_config
 from tsessm.bench.options import DEFAULT_CONFIG
+from tsessm.checks import pairs
 from tsessm.jobs import parse_value
 from tsessm.scripts import suite_main
 from tsessm.tracking import git_commit
@@ -71,17 +72,6 @@ def study_params(model: str, config: dict[str, Any], pins: dict[str, Any] | None
     return {**fixed, **PINNED, **(pins or {})}, space
 
 
-def _pins(items: list[str]) -> dict[str, Any]:
-    """--set NAME=VALUE items as parameters."""
-    pins = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise ValueError(f"--set expects NAME=VALUE, got {item!r}")
-        pins[name.strip()] = parse_value(value.strip())
-    return pins
-
-
 def study_name(dataset: str, setting: str, horizon: int, model: str) -> str:
     return f"accuracy-{dataset}-{setting}-{horizon}-{model}"
 
@@ -94,13 +84,11 @@ def run(args: argparse.Namespace) -> int:
         if m not in STUDY_MODELS:
             raise ValueError(f"--models: {m!r} has no study; choose from {', '.join(STUDY_MODELS)}")
     settings = tuple(s for s in args.settings.split(",") if s)
-    for s in settings:
-        if s not in SETTINGS:
-            raise ValueError(f"--settings: unknown setting {s!r}; choose from {', '.join(SETTINGS)}")
+    check_settings(settings)
     if args.n_trials < 1 or args.epochs < 1:
         raise ValueError("--n-trials and --epochs must be positive")
     config = load_config(args.config)
-    pins = _pins(args.set)
+    pins = {name: parse_value(value) for name, value in pairs(args.set, "--set").items()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     storage = args.storage or f"sqlite:///{out / 'studies.db'}"
@@ -108,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     horizons = [int(h) for h in args.horizons.split(",")] if args.horizons else None
     for dataset in names:
         for setting in settings:
-            columns = [datasets.target(dataset)] if setting == "S" else None
+            columns = cell_columns(dataset, setting)
             for horizon in horizons or datasets.horizons(dataset):
                 for model in models:
                     fixed, space = study_params(model, config, pins)

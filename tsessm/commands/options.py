@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from tsessm.checks import pairs
 from tsessm.columns import TIME_COLUMNS
 
 # Model options with a flag of their own; anything else goes through --set name=value.
@@ -72,17 +73,6 @@ def targets(args: argparse.Namespace) -> str | list[str] | None:
         return None
     names = args.target.split(",")
     return names[0] if len(names) == 1 else names
-
-
-def pairs(items: list[str], flag: str) -> dict[str, str]:
-    """Repeated NAME=VALUE flags (--set, --space) as a dict of text."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"{flag} expects NAME=VALUE, got {item!r}")
-        out[key.strip()] = value.strip()
-    return out
 
 
 # ----- reading the options back (the jobs load here, when a command runs) -----------------------

@@ -5,6 +5,7 @@ import argparse
 import sys
 from typing import Any
 
+from tsessm.checks import pairs
 from tsessm.commands import options
 from tsessm.tune_options import DEFAULT_STORAGE, PRUNERS
 
@@ -61,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
         storage=args.storage, study_name=args.study_name, epochs=args.epochs, timeout=args.timeout,
         pruner=args.pruner, seed=args.seed, track=args.track, experiment=args.experiment,
         data_dir=args.data_dir, time_col=args.time_col,
-        fixed_params={k: parse_value(v) for k, v in options.pairs(args.set, "--set").items()},
-        space={k: [parse_value(x) for x in v.split(",")] for k, v in options.pairs(args.space, "--space").items()},
+        fixed_params={k: parse_value(v) for k, v in pairs(args.set, "--set").items()},
+        space={k: [parse_value(x) for x in v.split(",")] for k, v in pairs(args.space, "--space").items()},
         retrain_best=args.retrain, register_as=args.register_as, callbacks=[_print_trial],
     )
     print(f"study {result.study_name} ({result.storage}): {result.n_complete} complete, {result.n_pruned} pruned")
