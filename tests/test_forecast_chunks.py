@@ -5,8 +5,6 @@ A long horizon on a long multivariate series would otherwise hold T x H x k fore
 """
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -72,25 +70,27 @@ def test_windowed_pieces_match_one_batch(fitted, monkeypatch):
     windows = x[torch.as_tensor(origins)[:, None] + torch.arange(-LOOKBACK + 1, 1)]
     with torch.no_grad():
         one_batch = model._unscale_targets(model._run(windows)[:, -1].numpy())
-    monkeypatch.setattr(neural, "FORECAST_CHUNK_VALUES", LOOKBACK * H * 2 * 3)  # 3 windows a piece
+    monkeypatch.setattr(neural, "FORECAST_CHUNK_VALUES", H * 2 * 3)  # 3 windows a piece
     np.testing.assert_allclose(model.forecast_windows(values, origins, LOOKBACK), one_batch, atol=1e-5, rtol=0)
 
 
-def test_windowed_pieces_are_freed_as_they_go(fitted, monkeypatch):
-    """Each piece's (batch, lookback, H, k) forecasts are gone before the next piece is made."""
+def test_windowed_pieces_run_the_head_at_each_window_end_only(fitted, monkeypatch):
+    """A piece holds one forecast per window, (batch, 1, H, k), never (batch, lookback, H, k),
+    and no more windows than the budget allows."""
     model, values = fitted
-    monkeypatch.setattr(neural, "FORECAST_CHUNK_VALUES", LOOKBACK * H * 2 * 3)
-    made, alive_before_each = [], []
+    monkeypatch.setattr(neural, "FORECAST_CHUNK_VALUES", H * 2 * 3)  # 3 windows a piece
+    shapes = []
     real = model._run
 
-    def run(x, net=None):
-        alive_before_each.append(sum(ref() is not None for ref in made))
-        out = real(x, net)
-        made.append(weakref.ref(out))
+    def run(x, net=None, positions=None):
+        out = real(x, net, positions)
+        shapes.append(tuple(out.shape))
         return out
     monkeypatch.setattr(model, "_run", run)
-    model.forecast_windows(values, np.arange(LOOKBACK - 1, T - H), LOOKBACK)
-    assert len(made) > 3 and alive_before_each == [0] * len(made)
+    origins = np.arange(LOOKBACK - 1, T - H)
+    model.forecast_windows(values, origins, LOOKBACK)
+    assert sum(s[0] for s in shapes) == len(origins)
+    assert all(s[0] <= 3 and s[1:] == (1, H, 2) for s in shapes)
 
 
 def test_validation_loss_does_not_depend_on_the_pieces(monkeypatch):

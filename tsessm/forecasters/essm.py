@@ -47,6 +47,7 @@ class ESSMForecaster(NeuralForecaster):
         epochs: int = 10,
         batch_size: int = 32,
         steps_per_epoch: int | None = None,
+        loss_positions: int | None = None,
         patience: int = 3,
         validation_fraction: float = 0.1,
         relative: bool = True,
@@ -80,6 +81,7 @@ class ESSMForecaster(NeuralForecaster):
         self.epochs = epochs
         self.batch_size = batch_size
         self.steps_per_epoch = steps_per_epoch
+        self.loss_positions = loss_positions
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.relative = relative

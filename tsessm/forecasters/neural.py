@@ -27,6 +27,7 @@ from tsessm.forecasters.linear import ridge
 from tsessm.nn.channels import ChannelIndependent
 from tsessm.nn.differenced import Differenced
 from tsessm.nn.engine import compile_engine
+from tsessm.nn.head import Positions
 
 # Chunks shorter than this are absorbed step by step; longer ones by one prefill (same state).
 PREFILL_MIN_ROWS = 16
@@ -65,6 +66,10 @@ SHARED_ARGS_DOC = """\
             early stopping after `patience` epochs without validation improvement.
         steps_per_epoch: optimizer steps per epoch; None = a quarter of the distinct windows
             (10 to 200 batches).
+        loss_positions: score each training window at this many positions after its burn-in,
+            drawn at random per batch; None = every position. The head runs at those positions
+            only, so on long horizons with many targets (where the head is most of the cost) a
+            training step is several times cheaper.
         validation_fraction: tail of `y` held out for early stopping when no `y_val` is given.
         relative: forecast the change from the current value (a streaming-safe normalisation).
         linear_skip: 0 (off), or a window of that many rows (at most `lookback`) read by a linear
@@ -141,6 +146,8 @@ class NeuralForecaster(BaseForecaster):
         if isinstance(skip, bool) or not isinstance(skip, int) or not 0 <= skip <= self.lookback:
             raise ValueError(f"linear_skip must be 0 or a window of at most lookback={self.lookback} rows, "
                              f"got {skip!r}")
+        if getattr(self, "loss_positions", None) is not None:
+            positive_int("loss_positions", self.loss_positions)
         if skip and not self.relative:
             raise ValueError("linear_skip needs relative=True (the skip path forecasts from the last value)")
         if self.callbacks is not None and not (isinstance(self.callbacks, (list, tuple))
@@ -167,9 +174,11 @@ class NeuralForecaster(BaseForecaster):
     def _tensor(self, array: np.ndarray) -> Tensor:
         return torch.as_tensor(array, device=self.device_)
 
-    def _run(self, x: Tensor, net: nn.Module | None = None) -> Tensor:
-        """Convolution view plus the relative anchor: x (B, L, C) -> (B, L, H, k) scaled."""
-        return self._anchor((net or self.net_)(x), x)
+    def _run(self, x: Tensor, net: nn.Module | None = None, positions: Positions = None) -> Tensor:
+        """Convolution view plus the relative anchor: x (B, L, C) -> (B, L, H, k) scaled, or
+        (B, P, H, k) at `positions` (the head runs there only)."""
+        out = (net or self.net_)(x, positions)
+        return self._anchor(out, x if positions is None else x[:, positions])
 
     def _anchor(self, out: Tensor, x: Tensor) -> Tensor:
         """Add the current scaled target value to the net's output (relative=True)."""
@@ -274,10 +283,15 @@ class NeuralForecaster(BaseForecaster):
             losses = []
             for batch in starts.split(self.batch_size):
                 rows = (batch[:, None] + offsets)[rank::world]  # (B / world, window)
-                ahead = rows[:, burn_in:]
-                pred = self._run(x_all[rows], net)[:, burn_in:] + self._future_term(x_all, ahead) + \
-                    self._linear_term(x_all, ahead)
-                loss = nn.functional.mse_loss(pred, self._targets_after(x_all, rows[:, burn_in:]))
+                positions = self._loss_positions(burn_in, window)
+                if positions is None:
+                    ahead = rows[:, burn_in:]
+                    pred = self._run(x_all[rows], net)[:, burn_in:]
+                else:
+                    ahead = rows[:, positions]
+                    pred = self._run(x_all[rows], net, positions)
+                pred = pred + self._future_term(x_all, ahead) + self._linear_term(x_all, ahead)
+                loss = nn.functional.mse_loss(pred, self._targets_after(x_all, ahead))
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"training diverged: loss is {loss.item()} at epoch {epoch + 1}")
                 optimizer.zero_grad(set_to_none=True)
@@ -308,6 +322,14 @@ class NeuralForecaster(BaseForecaster):
         if self._future_idx():
             self.future_weight_ = (best or self._trained_weights())["future"].detach().cpu().numpy()
         return log
+
+    def _loss_positions(self, burn_in: int, window: int) -> Tensor | None:
+        """The window positions a training batch is scored at: `loss_positions` of those after
+        the burn-in, drawn anew for every batch (sorted); None = all of them."""
+        n = getattr(self, "loss_positions", None)
+        if n is None or n >= window - burn_in:
+            return None
+        return burn_in + torch.randperm(window - burn_in, device=self.device_)[:n].sort().values
 
     def _trained_weights(self) -> dict:
         return {"net": self.net_.state_dict(), "future": getattr(self, "future_weight_", None)}
@@ -362,10 +384,10 @@ class NeuralForecaster(BaseForecaster):
         origins = torch.as_tensor(origins, device=x.device)
         if len(origins) == 0:
             return x.new_zeros((0, self.horizon, len(self.target_idx_)))
-        # The net forecasts at every window position; only the last is kept (a copy: a view would
-        # keep each chunk's (batch, lookback, H, k) forecasts alive), so chunk by windows.
-        base = torch.cat([self._run(x[batch[:, None] + offsets])[:, -1].clone()
-                          for batch in origins.split(min(WINDOWS_PER_BATCH, self._rows_per_chunk(lookback)))])
+        # The head runs at each window's last position only; the body reads the whole window.
+        last = slice(lookback - 1, lookback)
+        base = torch.cat([self._run(x[batch[:, None] + offsets], positions=last)[:, 0]
+                          for batch in origins.split(min(WINDOWS_PER_BATCH, self._rows_per_chunk(1)))])
         return base + self._future_term(x, origins) + self._linear_term(x, origins)
 
     @torch.no_grad()

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from tsessm.nn.head import Positions
+
 
 class ChannelIndependent(nn.Module):
     """Wraps a one-input, one-output net with `forward / initial_state / step / prefill`.
@@ -51,9 +53,9 @@ class ChannelIndependent(nn.Module):
     def _outer(self, state: list[Tensor], batch: int) -> list[Tensor]:
         return [s.reshape(batch, self.n_channels, *s.shape[1:]) for s in state]
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x (batch, L, C) -> yhat (batch, L, horizon, C), from a fresh state."""
-        return self._forecasts(self.net(self._series(x)), len(x))
+    def forward(self, x: Tensor, positions: Positions = None) -> Tensor:
+        """x (batch, L, C) -> yhat (batch, L, horizon, C) from a fresh state, or at `positions` only."""
+        return self._forecasts(self.net(self._series(x), positions), len(x))
 
     def initial_state(self, batch: int) -> list[Tensor]:
         return self._outer(self.net.initial_state(batch * self.n_channels), batch)

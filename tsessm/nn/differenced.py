@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from tsessm.nn.head import Positions
+
 
 def first_differences(x: Tensor) -> Tensor:
     """x (batch, L, n_in) -> (batch, L, n_in): x_t - x_{t-1}, zero at t = 0."""
@@ -37,9 +39,9 @@ class Differenced(nn.Module):
     def n_in(self) -> int:
         return self.net.n_in
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x (batch, L, n_in) -> yhat (batch, L, horizon, n_out), from a fresh state."""
-        return self.net(first_differences(x))
+    def forward(self, x: Tensor, positions: Positions = None) -> Tensor:
+        """x (batch, L, n_in) -> yhat (batch, L, horizon, n_out) from a fresh state, or at `positions` only."""
+        return self.net(first_differences(x), positions)
 
     def initial_state(self, batch: int) -> list[Tensor]:
         p = next(self.net.parameters())

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from tsessm.checks import positive_int
 from tsessm.nn.config import ESSMConfig
 from tsessm.nn.essm_layer import ESSMLayer
-from tsessm.nn.head import HorizonHead
+from tsessm.nn.head import HorizonHead, Positions
 
 # The position-wise mixer that lets the heads talk: none, "linear" (d^2 weights) or "glu" (2 d^2).
 _MIXERS = {
@@ -72,11 +72,13 @@ class ESSMNet(HorizonHead, nn.Module):
         self.encoder = nn.Linear(n_in, config.d_model)
         self.blocks = nn.ModuleList(ESSMBlock(config) for _ in range(config.n_layers))
         self._build_head(config.d_model, horizon, n_out)
-    def forward(self, x: Tensor) -> Tensor:
+
+    def forward(self, x: Tensor, positions: Positions = None) -> Tensor:
+        """x (batch, L, n_in) -> yhat (batch, L, horizon, n_out), or at `positions` only (P of L)."""
         z = self.encoder(x)
         for block in self.blocks:
             z = block(z)
-        return self._head(z)
+        return self._head(z, positions)
 
     def initial_state(self, batch: int) -> list[Tensor]:
         return [block.ssm.initial_state(batch) for block in self.blocks]

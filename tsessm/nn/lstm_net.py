@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from tsessm.checks import positive_int
-from tsessm.nn.head import HorizonHead
+from tsessm.nn.head import HorizonHead, Positions
 
 
 class LSTMNet(HorizonHead, nn.Module):
@@ -41,9 +41,9 @@ class LSTMNet(HorizonHead, nn.Module):
         self.lstm = nn.LSTM(d_model, d_model, n_layers, batch_first=True, dropout=dropout if n_layers > 1 else 0.0)
         self._build_head(d_model, horizon, n_out)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x (batch, L, n_in) -> yhat (batch, L, horizon, n_out), from the zero state."""
-        return self.prefill(x)[0]
+    def forward(self, x: Tensor, positions: Positions = None) -> Tensor:
+        """x (batch, L, n_in) -> yhat (batch, L, horizon, n_out) from the zero state, or at `positions` only."""
+        return self._head(self._body(x, None)[0], positions)
 
     def initial_state(self, batch: int) -> list[Tensor]:
         """The zero state: [h, c], each (batch, n_layers, d_model) on the parameters' device/dtype."""
@@ -58,8 +58,13 @@ class LSTMNet(HorizonHead, nn.Module):
 
     def prefill(self, x: Tensor, state: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor]]:
         """x (batch, L, n_in) from `state` (zero if None) -> (yhat (batch, L, horizon, n_out), [h, c])."""
+        z, state = self._body(x, state)
+        return self._head(z), state
+
+    def _body(self, x: Tensor, state: list[Tensor] | None) -> tuple[Tensor, list[Tensor]]:
+        """x (batch, L, n_in) from `state` (zero if None) -> (LSTM outputs (batch, L, d_model), [h, c])."""
         if state is None:
             state = self.initial_state(x.shape[0])
         h0, c0 = (s.transpose(0, 1).contiguous() for s in state)  # nn.LSTM wants layers first
         z, (h, c) = self.lstm(self.encoder(x), (h0, c0))
-        return self._head(z), [h.transpose(0, 1), c.transpose(0, 1)]
+        return z, [h.transpose(0, 1), c.transpose(0, 1)]
