@@ -78,6 +78,7 @@ CASES = [
     Case("essm", make_essm, lambda m: m.lookback + m.horizon + 1),
     Case("essm-levels", lambda **kw: make_essm(**{"difference": False, **kw}), lambda m: m.lookback + m.horizon + 1),
     Case("essm-linear-skip", lambda **kw: make_essm(**{"linear_skip": 8, **kw}), lambda m: m.lookback + m.horizon + 1),
+    Case("essm-revin", lambda **kw: make_essm(**{"revin": 12, **kw}), lambda m: m.lookback + m.horizon + 1),
     Case("naive", make_naive, lambda m: m.season_length, short_kw={"season_length": 6}),
     Case("lstm", make_lstm, lambda m: m.lookback + m.horizon + 1),
     Case("arima", make_arima, lambda m: m.min_rows()),

@@ -53,6 +53,7 @@ class ESSMForecaster(NeuralForecaster):
         relative: bool = True,
         linear_skip: int = 0,
         channel_independent: bool = False,
+        revin: int = 0,
         difference: bool = True,
         missing: str = "error",
         freq: str | None = None,
@@ -87,6 +88,7 @@ class ESSMForecaster(NeuralForecaster):
         self.relative = relative
         self.linear_skip = linear_skip
         self.channel_independent = channel_independent
+        self.revin = revin
         self.difference = difference
         self.missing = missing
         self.freq = freq

@@ -38,6 +38,7 @@ class LSTMForecaster(NeuralForecaster):
         relative: bool = True,
         linear_skip: int = 0,
         channel_independent: bool = False,
+        revin: int = 0,
         difference: bool = True,
         missing: str = "error",
         freq: str | None = None,
@@ -64,6 +65,7 @@ class LSTMForecaster(NeuralForecaster):
         self.relative = relative
         self.linear_skip = linear_skip
         self.channel_independent = channel_independent
+        self.revin = revin
         self.difference = difference
         self.missing = missing
         self.freq = freq

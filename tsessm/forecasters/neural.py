@@ -26,6 +26,7 @@ from tsessm.forecasters.base import BaseForecaster
 from tsessm.forecasters.linear import ridge
 from tsessm.nn.channels import ChannelIndependent
 from tsessm.nn.differenced import Differenced
+from tsessm.nn.rescaled import Rescaled
 from tsessm.nn.engine import compile_engine
 from tsessm.nn.head import Positions
 
@@ -80,6 +81,11 @@ SHARED_ARGS_DOC = """\
         channel_independent: forecast every column as a series of its own with one shared net (the
             channel independence of PatchTST and DLinear); needs every column to be a target and no
             other inputs (setting M). A training window then costs as much as one per column.
+        revin: 0 (off), or a span in rows: a causal, streaming RevIN. The net reads the differences
+            divided by their trailing scale (the root of their exponential moving mean square, pandas'
+            `ewm(span=revin)`) and its forecast change is multiplied by the scale at the origin, so the
+            model is scale-equivariant; the moving average is part of the state (`tsessm.nn.rescaled`).
+            Needs difference=True and relative=True.
         difference: read first differences x_t - x_{{t-1}} instead of levels; with `relative` the
             forecast then follows the series' level wherever it drifts (see `tsessm.nn.Differenced`).
         missing: "error", "ffill" or "interpolate" for gaps and NaN in the input.
@@ -112,10 +118,13 @@ class NeuralForecaster(BaseForecaster):
         return [{"params": list(net.parameters())}]
 
     def _make_net(self, n_in: int, n_out: int) -> nn.Module:
-        """The subclass's net (one per channel when `channel_independent`), fed first differences
-        when `difference=True`."""
+        """The subclass's net (one per channel when `channel_independent`), rescaled by the
+        differences' trailing scale when `revin` (a causal RevIN), fed first differences when
+        `difference=True`."""
         net = ChannelIndependent(self._build_net(1, 1), n_in) if self._channel_independent() else \
             self._build_net(n_in, n_out)
+        if getattr(self, "revin", 0):
+            net = Rescaled(net, self.revin, getattr(self, "target_idx_", None) or list(range(n_out)))
         return Differenced(net) if self.difference else net
 
     def _channel_independent(self) -> bool:
@@ -148,6 +157,12 @@ class NeuralForecaster(BaseForecaster):
                              f"got {skip!r}")
         if getattr(self, "loss_positions", None) is not None:
             positive_int("loss_positions", self.loss_positions)
+        revin = getattr(self, "revin", 0)
+        if isinstance(revin, bool) or not isinstance(revin, int) or revin < 0:
+            raise ValueError(f"revin must be 0 (off) or the span in rows of the trailing scale, got {revin!r}")
+        if revin and not (self.difference and self.relative):
+            raise ValueError("revin needs difference=True and relative=True (it scales the differences the net reads "
+                             "and the change it forecasts)")
         if skip and not self.relative:
             raise ValueError("linear_skip needs relative=True (the skip path forecasts from the last value)")
         if self.callbacks is not None and not (isinstance(self.callbacks, (list, tuple))

@@ -6,7 +6,7 @@ once, folds every position-wise affine map it can (LayerNorm's scale and shift i
 matrix, the head's norm into the head), and then advances all layers and the head with a few
 dozen numpy calls: tens of microseconds, for one series or a batch of series at once.
 
-`compile_engine(net)` takes an `ESSMNet`, an `LSTMNet`, or `Differenced` / `ChannelIndependent` wrappers (in
+`compile_engine(net)` takes an `ESSMNet`, an `LSTMNet`, or `Differenced` / `Rescaled` / `ChannelIndependent` wrappers (in
 eval mode: dropout is off). `engine.step(x_t, state)` equals `net.step` on the same inputs, with
 the state as the same list of arrays (numpy instead of torch, same shapes and dtypes), so the two
 are interchangeable mid-stream. Weights are captured when compiled: recompile after training.
@@ -22,6 +22,7 @@ from tsessm.nn.channels import ChannelIndependent
 from tsessm.nn.differenced import Differenced
 from tsessm.nn.essm_net import ESSMNet
 from tsessm.nn.lstm_net import LSTMNet
+from tsessm.nn.rescaled import EPS, Rescaled
 
 State = list[np.ndarray]
 
@@ -198,6 +199,21 @@ class DifferencedEngine:
         return out, [*inner, x_t, ones]
 
 
+class RescaledEngine:
+    """Rescaled.step in numpy: the moving mean square of the differences scales the inner
+    engine's input down and its forecasts up."""
+
+    def __init__(self, inner, beta: float, targets: list[int]) -> None:
+        self.inner, self.beta, self.targets = inner, beta, np.asarray(targets)
+
+    def step(self, x_t: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        *inner, total, weight = state
+        total, weight = self.beta * total + x_t * x_t, self.beta * weight + 1.0
+        sigma = np.sqrt(total / weight + EPS)
+        out, inner = self.inner.step(x_t / sigma, inner)
+        return out * sigma[:, None, self.targets], [*inner, total, weight]
+
+
 class ChannelIndependentEngine:
     """ChannelIndependent.step in numpy, around the inner net's engine."""
 
@@ -213,9 +229,11 @@ class ChannelIndependentEngine:
 
 
 def compile_engine(net: nn.Module):
-    """The numpy recurrent engine of `net` (ESSMNet, LSTMNet, or Differenced / ChannelIndependent of these)."""
+    """The numpy recurrent engine of `net` (ESSMNet, LSTMNet, or Differenced / Rescaled / ChannelIndependent of these)."""
     if isinstance(net, Differenced):
         return DifferencedEngine(compile_engine(net.net))
+    if isinstance(net, Rescaled):
+        return RescaledEngine(compile_engine(net.net), net.beta, net.targets.tolist())
     if isinstance(net, ChannelIndependent):
         return ChannelIndependentEngine(compile_engine(net.net), net.n_channels)
     if isinstance(net, ESSMNet):
