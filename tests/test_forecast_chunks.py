@@ -42,9 +42,9 @@ def _count_prefill_rows(model, monkeypatch) -> list[int]:
     rows: list[int] = []
     real = model.net_.prefill
 
-    def counting(x, state=None):
+    def counting(x, state=None, positions=None):
         rows.append(x.shape[1])
-        return real(x, state)
+        return real(x, state, positions)
     monkeypatch.setattr(model.net_, "prefill", counting)
     return rows
 

@@ -421,9 +421,9 @@ class NeuralForecaster(BaseForecaster):
         state, picked = None, []
         for start in range(0, int(wanted[-1]) + 1, step):
             xs = x[start : start + step]
-            out, state = self.net_.prefill(xs[None], state)
             inside = wanted[(wanted >= start) & (wanted < start + len(xs))] - start
-            picked.append(self._anchor(out[0, inside], xs[inside]))
+            out, state = self.net_.prefill(xs[None], state, inside)  # the head runs at the wanted rows only
+            picked.append(self._anchor(out[0], xs[inside]))
         return (torch.cat(picked) + self._future_term(x, wanted) + self._linear_term(x, wanted))[back]
 
     # ----- streaming state ---------------------------------------------------------------
@@ -440,8 +440,8 @@ class NeuralForecaster(BaseForecaster):
         Long chunks go through one prefill, short ones step by step: the same state either way.
         """
         if state is None or len(xs) >= PREFILL_MIN_ROWS:
-            out, state = self.net_.prefill(xs[None], state)
-            out = out[0, -1]
+            out, state = self.net_.prefill(xs[None], state, slice(len(xs) - 1, None))
+            out = out[0, 0]
         else:
             for x_t in xs:
                 out, state = self.net_.step(x_t[None], state)

@@ -66,8 +66,10 @@ class ChannelIndependent(nn.Module):
         out, inner = self.net.step(x_t.reshape(batch * self.n_channels, 1), self._inner(state))
         return out.reshape(batch, self.n_channels, -1).transpose(1, 2), self._outer(inner, batch)
 
-    def prefill(self, x: Tensor, state: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor]]:
-        """x (batch, L, C) from `state` (fresh if None) -> (yhat (batch, L, horizon, C), state)."""
+    def prefill(self, x: Tensor, state: list[Tensor] | None = None,
+                positions: Positions = None) -> tuple[Tensor, list[Tensor]]:
+        """x (batch, L, C) from `state` (fresh if None) -> (yhat (batch, L, horizon, C), state);
+        yhat at `positions` only when given."""
         batch = len(x)
-        out, inner = self.net.prefill(self._series(x), None if state is None else self._inner(state))
+        out, inner = self.net.prefill(self._series(x), None if state is None else self._inner(state), positions)
         return self._forecasts(out, batch), self._outer(inner, batch)

@@ -53,13 +53,15 @@ class Differenced(nn.Module):
         out, inner = self.net.step((x_t - last) * seen, inner)
         return out, [*inner, x_t, torch.ones_like(seen)]
 
-    def prefill(self, x: Tensor, state: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor]]:
-        """x (batch, L, n_in) from `state` (fresh if None) -> (yhat (batch, L, horizon, n_out), state)."""
+    def prefill(self, x: Tensor, state: list[Tensor] | None = None,
+                positions: Positions = None) -> tuple[Tensor, list[Tensor]]:
+        """x (batch, L, n_in) from `state` (fresh if None) -> (yhat (batch, L, horizon, n_out), state);
+        yhat at `positions` only when given."""
         if state is None:
             inner, diffs = None, first_differences(x)
         else:
             *inner, last, seen = state
             head = (x[:, :1] - last[:, None]) * seen[:, None]
             diffs = torch.cat([head, x[:, 1:] - x[:, :-1]], dim=1)
-        out, inner = self.net.prefill(diffs, inner)
+        out, inner = self.net.prefill(diffs, inner, positions)
         return out, [*inner, x[:, -1], x.new_ones(x.shape[0], 1)]

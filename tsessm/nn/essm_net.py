@@ -92,12 +92,14 @@ class ESSMNet(HorizonHead, nn.Module):
             new_state.append(s)
         return self._head(z), new_state
 
-    def prefill(self, x: Tensor, state: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor]]:
-        """x (batch, L, n_in) from `state` (zero if None) -> (yhat (batch, L, horizon, n_out), state)."""
+    def prefill(self, x: Tensor, state: list[Tensor] | None = None,
+                positions: Positions = None) -> tuple[Tensor, list[Tensor]]:
+        """x (batch, L, n_in) from `state` (zero if None) -> (yhat (batch, L, horizon, n_out), state);
+        yhat at `positions` only when given."""
         state = state if state is not None else [None] * len(self.blocks)
         z = self.encoder(x)
         new_state = []
         for block, s in zip(self.blocks, state):
             z, s = block.prefill(z, s)
             new_state.append(s)
-        return self._head(z), new_state
+        return self._head(z, positions), new_state

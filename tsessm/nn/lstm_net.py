@@ -56,10 +56,12 @@ class LSTMNet(HorizonHead, nn.Module):
         yhat, state = self.prefill(x_t[:, None], state)
         return yhat[:, 0], state
 
-    def prefill(self, x: Tensor, state: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor]]:
-        """x (batch, L, n_in) from `state` (zero if None) -> (yhat (batch, L, horizon, n_out), [h, c])."""
+    def prefill(self, x: Tensor, state: list[Tensor] | None = None,
+                positions: Positions = None) -> tuple[Tensor, list[Tensor]]:
+        """x (batch, L, n_in) from `state` (zero if None) -> (yhat (batch, L, horizon, n_out), [h, c]);
+        yhat at `positions` only when given."""
         z, state = self._body(x, state)
-        return self._head(z), state
+        return self._head(z, positions), state
 
     def _body(self, x: Tensor, state: list[Tensor] | None) -> tuple[Tensor, list[Tensor]]:
         """x (batch, L, n_in) from `state` (zero if None) -> (LSTM outputs (batch, L, d_model), [h, c])."""

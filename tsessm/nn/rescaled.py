@@ -105,9 +105,11 @@ class Rescaled(nn.Module):
         out, inner = self.net.step(x_t / sigma, inner)
         return out * sigma[:, self.targets].unsqueeze(-2), [*inner, total, weight]
 
-    def prefill(self, x: Tensor, state: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor]]:
-        """x (batch, L, n_in) from `state` (fresh if None) -> (yhat (batch, L, horizon, n_out), state)."""
+    def prefill(self, x: Tensor, state: list[Tensor] | None = None,
+                positions: Positions = None) -> tuple[Tensor, list[Tensor]]:
+        """x (batch, L, n_in) from `state` (fresh if None) -> (yhat (batch, L, horizon, n_out), state);
+        yhat at `positions` only when given."""
         inner = None if state is None else state[:-2]
         sigma, total, weight = self._scales(x, None if state is None else state[-2:])
-        out, inner = self.net.prefill(x / sigma, inner)
-        return self._out(out, sigma), [*inner, total, weight]
+        out, inner = self.net.prefill(x / sigma, inner, positions)
+        return self._out(out, sigma if positions is None else sigma[:, positions]), [*inner, total, weight]
