@@ -12,26 +12,21 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from tsessm.nn.head import Positions
+from tsessm.nn.wrapper import NetWrapper
 
 
-class ChannelIndependent(nn.Module):
+class ChannelIndependent(NetWrapper):
     """Wraps a one-input, one-output net with `forward / initial_state / step / prefill`.
 
     x (batch, L, C) -> yhat (batch, L, horizon, C): channel c's forecast reads channel c only.
     """
 
     def __init__(self, net: nn.Module, n_channels: int) -> None:
-        super().__init__()
         if getattr(net, "n_in", 1) != 1 or getattr(net, "n_out", 1) != 1:
             raise ValueError(f"ChannelIndependent wraps a net of one input and one output channel, "
                              f"got n_in={getattr(net, 'n_in', 1)}, n_out={getattr(net, 'n_out', 1)}")
-        self.net = net
+        super().__init__(net)
         self.n_channels = n_channels
-
-    # the wrapped net's head, for the trainer (zero-initialised head); n_in for persistence
-    @property
-    def head(self) -> nn.Module:
-        return self.net.head
 
     @property
     def n_in(self) -> int:

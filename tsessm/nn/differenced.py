@@ -9,9 +9,10 @@ previous row, so training windows, batch prediction and one-step updates agree e
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from tsessm.nn.head import Positions
+from tsessm.nn.wrapper import NetWrapper
 
 
 def first_differences(x: Tensor) -> Tensor:
@@ -19,25 +20,12 @@ def first_differences(x: Tensor) -> Tensor:
     return torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], dim=1)
 
 
-class Differenced(nn.Module):
+class Differenced(NetWrapper):
     """Wraps a net with `forward / initial_state / step / prefill` (ESSMNet, LSTMNet).
 
     The state is the inner net's list plus two batch-first tensors: the last row seen
     (batch, n_in) and whether there was one (batch, 1), so a fresh state gives a zero difference.
     """
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    # the wrapped net's shape and head, for the trainer (zero-initialised head) and persistence
-    @property
-    def head(self) -> nn.Module:
-        return self.net.head
-
-    @property
-    def n_in(self) -> int:
-        return self.net.n_in
 
     def forward(self, x: Tensor, positions: Positions = None) -> Tensor:
         """x (batch, L, n_in) -> yhat (batch, L, horizon, n_out) from a fresh state, or at `positions` only."""

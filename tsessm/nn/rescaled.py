@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from tsessm.checks import positive_int
 from tsessm.nn.head import Positions
+from tsessm.nn.wrapper import NetWrapper
 
 # Variance floor (scaled units): a flat stretch gives sigma = 0.01, not a division by zero.
 EPS = 1e-4
@@ -54,7 +55,7 @@ def ewm_scan(v: Tensor, total: Tensor, weight: Tensor, beta: float) -> tuple[Ten
     return torch.cat(out, dim=1), total, weight
 
 
-class Rescaled(nn.Module):
+class Rescaled(NetWrapper):
     """Wraps a net with `forward / initial_state / step / prefill` (ESSMNet, LSTMNet,
     ChannelIndependent) that reads differences and forecasts changes.
 
@@ -64,17 +65,9 @@ class Rescaled(nn.Module):
     """
 
     def __init__(self, net: nn.Module, span: int, targets: list[int]) -> None:
-        super().__init__()
-        self.net, self.span, self.beta = net, span, decay(span)
+        super().__init__(net)
+        self.span, self.beta = span, decay(span)
         self.register_buffer("targets", torch.as_tensor(list(targets), dtype=torch.long), persistent=False)
-
-    @property
-    def head(self) -> nn.Module:
-        return self.net.head
-
-    @property
-    def n_in(self) -> int:
-        return self.net.n_in
 
     def _scales(self, d: Tensor, state: list[Tensor] | None) -> tuple[Tensor, Tensor, Tensor]:
         if state is None:
