@@ -72,3 +72,17 @@ def test_bad_loss_positions_is_refused_before_training(bad):
     with pytest.raises((ValueError, TypeError), match="loss_positions"):
         model.fit(_frame())
     assert not hasattr(model, "net_")
+
+
+def test_scoring_every_position_as_a_draw_is_the_default_training(monkeypatch):
+    """Predictions and targets line up at drawn positions: a draw of every position after the
+    burn-in (an index tensor, not the None path) trains as the default does."""
+    frame = _frame()
+    default = ESSMForecaster(**SMALL).fit(frame)
+    model = ESSMForecaster(**SMALL)
+    monkeypatch.setattr(model, "_loss_positions",
+                        lambda burn_in, window: torch.arange(burn_in, window, device=model.device_))
+    model.fit(frame)
+    np.testing.assert_allclose([e["train_loss"] for e in model.history_],
+                               [e["train_loss"] for e in default.history_], rtol=1e-5)
+    np.testing.assert_allclose(model.predict().to_numpy(), default.predict().to_numpy(), rtol=1e-4, atol=1e-5)

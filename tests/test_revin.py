@@ -98,6 +98,17 @@ def test_streaming_updates_equal_one_pass_with_revin():
     np.testing.assert_allclose(model.predict().to_numpy().ravel(), one_pass.ravel(), rtol=1e-4, atol=1e-5)
 
 
+def test_revin_takes_numpy_integers():
+    model = ESSMForecaster(**SMALL, revin=np.int64(16)).fit(_series())
+    assert np.isfinite(model.predict().to_numpy()).all()
+
+
+@pytest.mark.parametrize("targets", [[0], [0, 3], []])
+def test_rescaled_refuses_targets_that_are_not_the_nets_outputs(targets):
+    with pytest.raises(ValueError, match="targets"):
+        Rescaled(ESSMNet(3, 2, H, d_model=8, d_state=4), span=8, targets=targets)
+
+
 @pytest.mark.parametrize("kw,match", [({"revin": -1}, "revin"), ({"revin": 2.5}, "revin"), ({"revin": True}, "revin"),
                                       ({"revin": 8, "difference": False}, "difference=True")])
 def test_bad_revin_is_refused(kw, match):

@@ -130,7 +130,8 @@ class ESSMForecaster(NeuralForecaster):
 
     def _reset_stream(self, xs) -> None:
         if not self.can_stream:  # no recurrent form: the forecast after fit comes from the last window
-            out = self._run(self._tensor(xs[-self.lookback :])[None])[0, -1]
+            window = self._tensor(xs[-self.lookback :])[None]
+            out = self._run(window, positions=slice(window.shape[1] - 1, None))[0, 0]
             self.state_, self.last_out_ = None, out.detach().cpu().numpy()
             return
         super()._reset_stream(xs)

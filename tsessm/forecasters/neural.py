@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -67,10 +68,11 @@ SHARED_ARGS_DOC = """\
             early stopping after `patience` epochs without validation improvement.
         steps_per_epoch: optimizer steps per epoch; None = a quarter of the distinct windows
             (10 to 200 batches).
-        loss_positions: score each training window at this many positions after its burn-in,
-            drawn at random per batch; None = every position. The head runs at those positions
-            only, so on long horizons with many targets (where the head is most of the cost) a
-            training step is several times cheaper.
+        loss_positions: score training at this many positions after the windows' burn-in, one
+            random draw per batch (shared by its windows); None, or at least the positions there
+            are, = every position; no effect on a bidirectional eSSM (it trains on window ends).
+            The head runs at those positions only, so on long horizons with many targets (where
+            the head is most of the cost) a training step is several times cheaper.
         validation_fraction: tail of `y` held out for early stopping when no `y_val` is given.
         relative: forecast the change from the current value (a streaming-safe normalisation).
         linear_skip: 0 (off), or a window of that many rows (at most `lookback`) read by a linear
@@ -117,14 +119,15 @@ class NeuralForecaster(BaseForecaster):
     def _param_groups(self, net: nn.Module) -> list[dict]:
         return [{"params": list(net.parameters())}]
 
-    def _make_net(self, n_in: int, n_out: int) -> nn.Module:
-        """The subclass's net (one per channel when `channel_independent`), rescaled by the
-        differences' trailing scale when `revin` (a causal RevIN), fed first differences when
-        `difference=True`."""
+    def _make_net(self, targets: list[int], n_in: int) -> nn.Module:
+        """The subclass's net of `n_in` input columns forecasting the columns `targets` (one net per
+        channel when `channel_independent`), rescaled by the differences' trailing scale when
+        `revin` (a causal RevIN), fed first differences when `difference=True`."""
+        n_out = len(targets)
         net = ChannelIndependent(self._build_net(1, 1), n_in) if self._channel_independent() else \
             self._build_net(n_in, n_out)
         if getattr(self, "revin", 0):
-            net = Rescaled(net, self.revin, getattr(self, "target_idx_", None) or list(range(n_out)))
+            net = Rescaled(net, self.revin, targets)
         return Differenced(net) if self.difference else net
 
     def _channel_independent(self) -> bool:
@@ -158,7 +161,7 @@ class NeuralForecaster(BaseForecaster):
         if getattr(self, "loss_positions", None) is not None:
             positive_int("loss_positions", self.loss_positions)
         revin = getattr(self, "revin", 0)
-        if isinstance(revin, bool) or not isinstance(revin, int) or revin < 0:
+        if isinstance(revin, bool) or not isinstance(revin, numbers.Integral) or revin < 0:
             raise ValueError(f"revin must be 0 (off) or the span in rows of the trailing scale, got {revin!r}")
         if revin and not (self.difference and self.relative):
             raise ValueError("revin needs difference=True and relative=True (it scales the differences the net reads "
@@ -173,7 +176,7 @@ class NeuralForecaster(BaseForecaster):
         # A throw-away net checks the architecture's arguments (the net's own checks name them);
         # its random init must not move the caller's random state.
         with torch.random.fork_rng(devices=[]):
-            self._make_net(1, 1)
+            self._make_net([0], 1)
 
     def _min_length(self) -> int:
         return self.lookback + self.horizon + 1
@@ -238,7 +241,7 @@ class NeuralForecaster(BaseForecaster):
         seed = _same_on_every_rank(seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.net_ = self._make_net(segments[0][0].shape[1], len(target_idx)).to(self.device_)
+            self.net_ = self._make_net(self.target_idx_, segments[0][0].shape[1]).to(self.device_)
             if self.relative:
                 # Start from the last-value forecast (a zero change): training learns corrections
                 # to a sane baseline instead of first undoing a random head.
@@ -576,7 +579,7 @@ class NeuralForecaster(BaseForecaster):
         self.device_ = resolve_device("auto" if gpu_missing else self.device)
         weights = state.pop("net_")
         self.target_idx_ = state["target_idx_"]
-        net = self._make_net(state.pop("n_in_"), len(state["target_idx_"]))
+        net = self._make_net(state["target_idx_"], state.pop("n_in_"))
         net.load_state_dict(weights)
         self.net_ = net.to(self.device_).eval()
         if state.get("state_") is not None:

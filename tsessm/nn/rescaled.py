@@ -5,15 +5,17 @@ RevIN (Kim et al., 2022) normalises each input window by its own mean and standa
 and puts them back on the forecast, so a model trained at one scale forecasts at another. Here
 the level is taken care of by first differences and the relative anchor (`Differenced`); this
 wrapper adds the scale. It sits inside `Differenced`, reads the differences d_s and keeps an
-exponential moving average of d_s^2 (pandas' `ewm(span=span, adjust=True)`: the average of the
-rows seen so far, weighted, not biased towards zero at the start):
+exponential moving average of d_s^2 (pandas' `ewm(span=span, adjust=True)`: the weighted average
+of the rows seen so far, with no zero prior; from a fresh state the first row's difference is the
+forced 0 of `Differenced`, which counts as a row, so the first few scales come out a little low):
 
     sigma_s = sqrt(ewm(d^2)_s + EPS),   net input d_s / sigma_s,   forecast at t: sigma_t * net_t
 
 Multiplying a series by c > 0 multiplies every sigma by c (up to EPS), leaves the net's input
 as it was and multiplies the forecast's change by c: the model is scale-equivariant, as RevIN
-makes a model, and unlike per-window RevIN it needs O(1) state (the average and the number of
-rows it has seen), so training windows, prefill, step and the numpy engine agree exactly.
+makes a model, and unlike per-window RevIN it needs O(1) state (a moving sum per column and one
+total weight), so forward, prefill, step and the numpy engine compute the same function (to
+float rounding) and a stream never recomputes a window.
 """
 from __future__ import annotations
 
@@ -65,6 +67,11 @@ class Rescaled(NetWrapper):
     """
 
     def __init__(self, net: nn.Module, span: int, targets: list[int]) -> None:
+        targets = list(targets)
+        n_out = getattr(net, "n_out", len(targets))
+        if not targets or len(targets) != n_out or not all(0 <= t < net.n_in for t in targets):
+            raise ValueError(f"targets must name the net's {n_out} forecast column(s) among its {net.n_in} "
+                             f"inputs, got {targets}")
         super().__init__(net)
         self.span, self.beta = span, decay(span)
         self.register_buffer("targets", torch.as_tensor(list(targets), dtype=torch.long), persistent=False)
