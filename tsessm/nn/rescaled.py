@@ -74,7 +74,7 @@ class Rescaled(NetWrapper):
                              f"inputs, got {targets}")
         super().__init__(net)
         self.span, self.beta = span, decay(span)
-        self.register_buffer("targets", torch.as_tensor(list(targets), dtype=torch.long), persistent=False)
+        self.register_buffer("targets", torch.as_tensor(targets, dtype=torch.long), persistent=False)
 
     def _scales(self, d: Tensor, state: list[Tensor] | None) -> tuple[Tensor, Tensor, Tensor]:
         if state is None:
@@ -84,14 +84,17 @@ class Rescaled(NetWrapper):
         mean_square, total, weight = ewm_scan(d * d, total, weight, self.beta)
         return torch.sqrt(mean_square + EPS), total, weight
 
-    def _out(self, out: Tensor, sigma: Tensor) -> Tensor:
-        """out (batch, P, H, k) times the targets' scales sigma (batch, P, C)."""
+    def _out(self, out: Tensor, sigma: Tensor, positions: Positions = None) -> Tensor:
+        """out (batch, [P,] H, k) times the targets' scales: sigma (batch, [L,] C), taken at
+        `positions` when given."""
+        if positions is not None:
+            sigma = sigma[:, positions]
         return out * sigma[..., self.targets].unsqueeze(-2)
 
     def forward(self, x: Tensor, positions: Positions = None) -> Tensor:
         """x (batch, L, n_in) differences -> yhat (batch, L, horizon, n_out), or at `positions` only."""
         sigma, _, _ = self._scales(x, None)
-        return self._out(self.net(x / sigma, positions), sigma if positions is None else sigma[:, positions])
+        return self._out(self.net(x / sigma, positions), sigma, positions)
 
     def initial_state(self, batch: int) -> list[Tensor]:
         p = next(self.net.parameters())
@@ -103,7 +106,7 @@ class Rescaled(NetWrapper):
         total, weight = self.beta * total + x_t * x_t, self.beta * weight + 1.0
         sigma = torch.sqrt(total / weight + EPS)
         out, inner = self.net.step(x_t / sigma, inner)
-        return out * sigma[:, self.targets].unsqueeze(-2), [*inner, total, weight]
+        return self._out(out, sigma), [*inner, total, weight]
 
     def prefill(self, x: Tensor, state: list[Tensor] | None = None,
                 positions: Positions = None) -> tuple[Tensor, list[Tensor]]:
@@ -112,4 +115,4 @@ class Rescaled(NetWrapper):
         inner = None if state is None else state[:-2]
         sigma, total, weight = self._scales(x, None if state is None else state[-2:])
         out, inner = self.net.prefill(x / sigma, inner, positions)
-        return self._out(out, sigma if positions is None else sigma[:, positions]), [*inner, total, weight]
+        return self._out(out, sigma, positions), [*inner, total, weight]
